@@ -1,0 +1,13 @@
+//! PLACEHOLDER: interface only; a helper replaces this file with the real codec.
+
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+pub fn encode(version: ProxyVersion, src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
+    let _ = (version, src, dst, out);
+}
