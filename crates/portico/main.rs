@@ -1,1 +1,94 @@
-fn main() {}
+//! The Portico daemon: CLI, config loading, the supervisor (listeners, reload, shutdown),
+//! signals and systemd. The data paths live in the library crates.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod config;
+mod demo;
+mod logging;
+mod supervisor;
+mod systemd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::supervisor::ConfigOrigin;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
+        Command::Check => check(&cli.config),
+        Command::Run { upgrade } => {
+            if upgrade {
+                eprintln!(
+                    "portico: --upgrade (socket handover from a running Portico) is not available in this version"
+                );
+                return ExitCode::FAILURE;
+            }
+            serve(ConfigOrigin::File(cli.config), false)
+        }
+        Command::Demo => serve(ConfigOrigin::Embedded(demo::DEMO_CONFIG), true),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(c) => {
+            println!(
+                "{}: OK ({} listeners, {} pools, {} clusters)",
+                path.display(),
+                c.listeners.len(),
+                c.pools.len(),
+                c.clusters.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
+    let config = match origin.load() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("portico: {errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = logging::init(&config.log);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("portico-worker");
+    if let Some(n) = config.runtime.worker_threads {
+        builder.worker_threads(n.get());
+    }
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("portico: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let demo_nodes = if demo {
+            Some(demo::start_nodes(&config).await?)
+        } else {
+            None
+        };
+        supervisor::run(origin, config, log, demo_nodes.is_some()).await
+    });
+    // Connections past the grace period are cut here, with the runtime.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("portico: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

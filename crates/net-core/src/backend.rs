@@ -50,8 +50,7 @@ impl Backend {
             ("pool", key.pool.to_string()),
             ("backend", key.addr.to_string()),
         ];
-        let connect_errors =
-            metrics::counter!(metric_names::BACKEND_CONNECT_ERRORS_TOTAL, &labels);
+        let connect_errors = metrics::counter!(metric_names::BACKEND_CONNECT_ERRORS_TOTAL, &labels);
         let active_gauge = metrics::gauge!(metric_names::BACKEND_CONNECTIONS_ACTIVE, &labels);
         Self {
             key,

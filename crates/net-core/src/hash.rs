@@ -44,7 +44,10 @@ mod tests {
     fn stable_across_runs() {
         // Pinned values: changing them breaks consistent hashing between instances and versions.
         assert_eq!(stable_hash(b""), mix64(FNV_OFFSET));
-        assert_eq!(hash_ip("10.0.0.1".parse().unwrap()), stable_hash(&[10, 0, 0, 1]));
+        assert_eq!(
+            hash_ip("10.0.0.1".parse().unwrap()),
+            stable_hash(&[10, 0, 0, 1])
+        );
     }
 
     #[test]

@@ -66,9 +66,9 @@ impl Pool {
             (Some(i), _) => Some(i),
             (None, WhenAllDown::Refuse) => None,
             (None, WhenAllDown::TryAll) if self.any_available() => None,
-            (None, WhenAllDown::TryAll) => self
-                .balancer
-                .pick(&self.backends, hash, |i, b| !b.is_drained() && !tried.contains(&i)),
+            (None, WhenAllDown::TryAll) => self.balancer.pick(&self.backends, hash, |i, b| {
+                !b.is_drained() && !tried.contains(&i)
+            }),
         }
     }
 

@@ -1,0 +1,271 @@
+//! The config: loaded by figment from the TOML file plus `PORTICO_` environment overrides into
+//! raw serde structs (`raw`), then validated into the typed model below, which is all the
+//! running code ever sees. Every error is reported at once, each naming its key.
+
+mod diff;
+mod duration;
+mod raw;
+mod validate;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use net_core::BalanceKind;
+use net_core::pool::WhenAllDown;
+use net_core::proxy_protocol::ProxyVersion;
+
+pub use diff::{ConfigDiff, diff};
+pub use duration::parse_duration;
+
+/// Prefix of environment overrides; `__` separates levels:
+/// `PORTICO_LISTENERS__DB__MAX_CONNECTIONS=500` sets `listeners.db.max_connections`.
+pub const ENV_PREFIX: &str = "PORTICO_";
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub admin: AdminConfig,
+    pub runtime: RuntimeConfig,
+    pub log: LogConfig,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub pools: BTreeMap<String, PoolConfig>,
+    pub listeners: BTreeMap<String, ListenerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Status page, /metrics and /api/v1. Default 127.0.0.1:9900.
+    pub listen: SocketAddr,
+    /// Bearer token for /api/v1; required when `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// How long SIGTERM waits for open connections before exiting. Default 30s.
+    pub shutdown_grace: Duration,
+    /// Tokio worker threads; default one per core. Read at start only.
+    pub worker_threads: Option<NonZeroUsize>,
+    /// Where API changes are persisted.
+    pub state_dir: Option<PathBuf>,
+    /// Unix socket that hands listening sockets to `portico run --upgrade`.
+    pub upgrade_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// error | warn | info | debug | trace; `RUST_LOG` overrides it.
+    pub level: tracing::Level,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+/// A Kubernetes cluster's nodes, shared by every pool that names the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub ip: IpAddr,
+    pub weight: u32,
+    /// No new connections to this node in any pool; open ones finish.
+    pub drain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolSource {
+    Servers,
+    Cluster { name: String, node_port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub source: PoolSource,
+    pub balance: BalanceKind,
+    pub when_all_down: WhenAllDown,
+    /// The backends: `servers`, or every node of `cluster` at `node_port`.
+    pub members: Vec<MemberConfig>,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberConfig {
+    pub addr: SocketAddr,
+    /// The cluster node this member is the NodePort of.
+    pub node: Option<IpAddr>,
+    pub weight: u32,
+    pub drain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    None,
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    /// Probe this port instead of the backend's own (Kubernetes' healthCheckNodePort).
+    pub port: Option<u16>,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    TlsPassthrough,
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Tcp,
+        Protocol::Udp,
+        Protocol::TlsPassthrough,
+        Protocol::Http,
+        Protocol::Https,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::TlsPassthrough => "tls_passthrough",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+
+    /// Stream listeners conflict with each other on one address; UDP has its own port space.
+    pub fn is_stream(self) -> bool {
+        self != Protocol::Udp
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    pub pool: String,
+    pub proxy_protocol: Option<ProxyVersion>,
+    pub accept_proxy_protocol: bool,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// One problem in the config, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded: every problem found, in file order where possible.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub source: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{} has {n} error{}:",
+            self.source,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads and validates the config file at `path`, with environment overrides.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = path.display().to_string();
+    if let Err(err) = std::fs::metadata(path) {
+        return Err(ConfigErrors {
+            source,
+            errors: vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read the config file: {err}"),
+            }],
+        });
+    }
+    load(Figment::from(Toml::file_exact(path)), source)
+}
+
+/// Loads and validates a config given as TOML text (the embedded demo config).
+pub fn load_str(toml: &str, source: &str) -> Result<Config, ConfigErrors> {
+    load(Figment::from(Toml::string(toml)), source.to_owned())
+}
+
+fn load(figment: Figment, source: String) -> Result<Config, ConfigErrors> {
+    let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    let raw: raw::RawConfig = figment.extract().map_err(|err| ConfigErrors {
+        source: source.clone(),
+        errors: err.into_iter().map(figment_error).collect(),
+    })?;
+    validate::validate(raw).map_err(|errors| ConfigErrors { source, errors })
+}
+
+fn figment_error(err: figment::Error) -> ConfigError {
+    let from_env = err
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let mut message = err.kind.to_string();
+    if from_env {
+        message.push_str(" (from a PORTICO_ environment variable)");
+    }
+    ConfigError {
+        key: err.path.join("."),
+        message,
+    }
+}

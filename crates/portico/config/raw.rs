@@ -1,0 +1,145 @@
+//! The config file as serde sees it: strings and options, no meaning yet. `validate` gives it
+//! meaning. Unknown keys are errors everywhere (`deny_unknown_fields`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, RawCluster>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, RawPool>,
+    #[serde(default)]
+    pub listeners: BTreeMap<String, RawListener>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub shutdown_grace: Option<String>,
+    pub worker_threads: Option<i64>,
+    pub state_dir: Option<PathBuf>,
+    pub upgrade_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub nodes: Vec<RawMember>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub cluster: Option<String>,
+    pub node_port: Option<i64>,
+    pub servers: Option<Vec<RawMember>>,
+    pub balance: Option<String>,
+    /// What to do when no backend is available: "try_all" (default) or "refuse".
+    pub when_all_down: Option<String>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub kind: Option<String>,
+    pub port: Option<i64>,
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+}
+
+/// A node of a cluster or a server of a pool: `"10.0.0.5:8080"` or
+/// `{ address = "10.0.0.5:8080", weight = 2, drain = true }`.
+#[derive(Debug, Default)]
+pub struct RawMember {
+    pub address: String,
+    pub weight: Option<i64>,
+    pub drain: Option<bool>,
+}
+
+/// The table form of [`RawMember`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberTable {
+    address: String,
+    weight: Option<i64>,
+    drain: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub bind: Option<String>,
+    pub protocol: Option<String>,
+    pub pool: Option<String>,
+    pub proxy_protocol: Option<String>,
+    pub accept_proxy_protocol: Option<bool>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<i64>,
+    // Keys of the L7 and TLS-passthrough listeners (DESIGN.md). They parse so that a config
+    // written for them gets a precise "not supported yet" error rather than "unknown field".
+    pub routes: Option<Vec<figment::value::Value>>,
+    pub certificates: Option<Vec<figment::value::Value>>,
+    pub max_header_bytes: Option<i64>,
+    pub max_headers: Option<i64>,
+    pub header_timeout: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawMember {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MemberVisitor;
+        impl<'de> Visitor<'de> for MemberVisitor {
+            type Value = RawMember;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address string or a table { address, weight, drain }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawMember {
+                    address: v.to_owned(),
+                    ..RawMember::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let t = MemberTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawMember {
+                    address: t.address,
+                    weight: t.weight,
+                    drain: t.drain,
+                })
+            }
+        }
+        deserializer.deserialize_any(MemberVisitor)
+    }
+}

@@ -1,0 +1,597 @@
+//! Raw config -> typed config, collecting every error (each naming its key) rather than
+//! stopping at the first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use net_core::BalanceKind;
+use net_core::pool::WhenAllDown;
+use net_core::proxy_protocol::ProxyVersion;
+
+use super::raw::{RawCluster, RawConfig, RawHealth, RawListener, RawMember, RawPool};
+use super::{
+    AdminConfig, ClusterConfig, Config, ConfigError, HealthConfig, HealthKind, ListenerConfig,
+    LogConfig, LogFormat, MemberConfig, NodeConfig, PoolConfig, PoolSource, Protocol,
+    RuntimeConfig, parse_duration,
+};
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const MAX_MAX_CONNECTIONS: i64 = 10_000_000;
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const MAX_WEIGHT: i64 = 1_000;
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
+
+/// Collects errors while validation goes on.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Unwraps `r`, recording its error under `key`.
+    fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.add(key, m)).ok()
+    }
+}
+
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut e = Errors::default();
+
+    let admin = validate_admin(&raw, &mut e);
+    let runtime = validate_runtime(&raw, &mut e);
+    let log = validate_log(&raw, &mut e);
+
+    let mut clusters = BTreeMap::new();
+    for (name, cluster) in &raw.clusters {
+        check_name(&mut e, "clusters", name);
+        if let Some(c) = validate_cluster(name, cluster, &mut e) {
+            clusters.insert(name.clone(), c);
+        }
+    }
+
+    let mut pools = BTreeMap::new();
+    for (name, pool) in &raw.pools {
+        check_name(&mut e, "pools", name);
+        if let Some(p) = validate_pool(name, pool, &raw.clusters, &clusters, &mut e) {
+            pools.insert(name.clone(), p);
+        }
+    }
+
+    let mut listeners = BTreeMap::new();
+    for (name, listener) in &raw.listeners {
+        check_name(&mut e, "listeners", name);
+        if let Some(l) = validate_listener(name, listener, &raw, &mut e) {
+            listeners.insert(name.clone(), l);
+        }
+    }
+    if let Some(admin) = &admin {
+        check_binds(&listeners, admin.listen, &mut e);
+    }
+
+    match (admin, runtime, log) {
+        (Some(admin), Some(runtime), Some(log)) if e.0.is_empty() => Ok(Config {
+            admin,
+            runtime,
+            log,
+            clusters,
+            pools,
+            listeners,
+        }),
+        _ => Err(e.0),
+    }
+}
+
+fn check_name(e: &mut Errors, section: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        e.add(
+            format!("{section}.{name}"),
+            format!("\"{name}\" is not a valid name (use lowercase letters, digits and '-')"),
+        );
+    }
+}
+
+fn validate_admin(raw: &RawConfig, e: &mut Errors) -> Option<AdminConfig> {
+    let text = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let listen = e.check("admin.listen", parse_socket_addr(text))?;
+    if !listen.ip().is_loopback() && raw.admin.token_file.is_none() {
+        e.add(
+            "admin.listen",
+            format!(
+                "{listen} is not a loopback address, so admin.token_file is required \
+                 (the admin API can drain nodes and reload the config)"
+            ),
+        );
+    }
+    Some(AdminConfig {
+        listen,
+        token_file: raw.admin.token_file.clone(),
+    })
+}
+
+fn validate_runtime(raw: &RawConfig, e: &mut Errors) -> Option<RuntimeConfig> {
+    let r = &raw.runtime;
+    let shutdown_grace = duration_or(
+        e,
+        "runtime.shutdown_grace",
+        &r.shutdown_grace,
+        DEFAULT_SHUTDOWN_GRACE,
+    );
+    let worker_threads = match r.worker_threads {
+        None => Some(None),
+        Some(n) if (1..=1024).contains(&n) => Some(NonZeroUsize::new(n as usize)),
+        Some(n) => {
+            e.add(
+                "runtime.worker_threads",
+                format!("{n} is out of range (1 to 1024)"),
+            );
+            None
+        }
+    };
+    Some(RuntimeConfig {
+        shutdown_grace: shutdown_grace?,
+        worker_threads: worker_threads?,
+        state_dir: r.state_dir.clone(),
+        upgrade_socket: r.upgrade_socket.clone(),
+    })
+}
+
+fn validate_log(raw: &RawConfig, e: &mut Errors) -> Option<LogConfig> {
+    let l = &raw.log;
+    let level = match l.level.as_deref().unwrap_or("info") {
+        "error" => Some(tracing::Level::ERROR),
+        "warn" => Some(tracing::Level::WARN),
+        "info" => Some(tracing::Level::INFO),
+        "debug" => Some(tracing::Level::DEBUG),
+        "trace" => Some(tracing::Level::TRACE),
+        other => {
+            e.add(
+                "log.level",
+                format!("\"{other}\" is not one of error, warn, info, debug, trace"),
+            );
+            None
+        }
+    };
+    let format = match l.format.as_deref().unwrap_or("text") {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => {
+            e.add("log.format", format!("\"{other}\" is not one of text, json"));
+            None
+        }
+    };
+    Some(LogConfig {
+        level: level?,
+        format: format?,
+        access_log: l.access_log.unwrap_or(true),
+    })
+}
+
+fn validate_cluster(name: &str, raw: &RawCluster, e: &mut Errors) -> Option<ClusterConfig> {
+    let mut nodes = Vec::new();
+    let mut seen = HashSet::new();
+    let mut ok = true;
+    for (i, m) in raw.nodes.iter().enumerate() {
+        let key = format!("clusters.{name}.nodes.{i}");
+        let ip = match m.address.trim().parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let hint = if parse_socket_addr(&m.address).is_ok() {
+                    " (a node is an IP address without a port; pools give the node_port)"
+                } else {
+                    ""
+                };
+                e.add(
+                    &key,
+                    format!("\"{}\" is not an IP address{hint}", m.address),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if !seen.insert(ip) {
+            e.add(&key, format!("node {ip} is listed twice"));
+            ok = false;
+        }
+        let weight = member_weight(e, &key, m);
+        ok &= weight.is_some();
+        nodes.push(NodeConfig {
+            ip,
+            weight: weight.unwrap_or(DEFAULT_WEIGHT),
+            drain: m.drain.unwrap_or(false),
+        });
+    }
+    ok.then_some(ClusterConfig { nodes })
+}
+
+fn member_weight(e: &mut Errors, key: &str, m: &RawMember) -> Option<u32> {
+    match m.weight {
+        None => Some(DEFAULT_WEIGHT),
+        Some(w) if (0..=MAX_WEIGHT).contains(&w) => Some(w as u32),
+        Some(w) => {
+            e.add(
+                format!("{key}.weight"),
+                format!("{w} is out of range (0 to {MAX_WEIGHT}; 0 sends nothing)"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_pool(
+    name: &str,
+    raw: &RawPool,
+    raw_clusters: &BTreeMap<String, RawCluster>,
+    clusters: &BTreeMap<String, ClusterConfig>,
+    e: &mut Errors,
+) -> Option<PoolConfig> {
+    let key = format!("pools.{name}");
+    let errors_before = e.0.len();
+    let balance = match raw.balance.as_deref() {
+        None => Some(BalanceKind::RoundRobin),
+        Some(s) => BalanceKind::parse(s).or_else(|| {
+            let all: Vec<_> = BalanceKind::ALL.iter().map(|k| k.as_str()).collect();
+            e.add(
+                format!("{key}.balance"),
+                format!("\"{s}\" is not one of {}", all.join(", ")),
+            );
+            None
+        }),
+    };
+    let when_all_down = match raw.when_all_down.as_deref() {
+        None | Some("try_all") => Some(WhenAllDown::TryAll),
+        Some("refuse") => Some(WhenAllDown::Refuse),
+        Some(other) => {
+            e.add(
+                format!("{key}.when_all_down"),
+                format!("\"{other}\" is not one of try_all, refuse"),
+            );
+            None
+        }
+    };
+    let health = validate_health(&key, raw.health.as_ref(), e);
+
+    let (source, members) = match (&raw.servers, &raw.cluster) {
+        (Some(_), Some(_)) => {
+            e.add(
+                &key,
+                "set either `servers` or `cluster` + `node_port`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            e.add(
+                &key,
+                "the pool has no backends: set `servers`, or `cluster` + `node_port`",
+            );
+            return None;
+        }
+        (Some(servers), None) => {
+            if raw.node_port.is_some() {
+                e.add(
+                    format!("{key}.node_port"),
+                    "node_port goes with `cluster`, not with `servers`",
+                );
+            }
+            (PoolSource::Servers, validate_servers(&key, servers, e)?)
+        }
+        (None, Some(cluster)) => {
+            let node_port = match raw.node_port {
+                None => {
+                    e.add(
+                        format!("{key}.node_port"),
+                        format!("a pool of cluster \"{cluster}\" needs the Service's node_port"),
+                    );
+                    None
+                }
+                Some(p) => port(e, &format!("{key}.node_port"), p),
+            };
+            let Some(c) = clusters.get(cluster) else {
+                if !raw_clusters.contains_key(cluster) {
+                    e.add(
+                        format!("{key}.cluster"),
+                        format!("no cluster named \"{cluster}\""),
+                    );
+                }
+                return None;
+            };
+            let node_port = node_port?;
+            if c.nodes.is_empty() {
+                e.add(
+                    format!("{key}.cluster"),
+                    format!("cluster \"{cluster}\" has no nodes, so the pool would be empty"),
+                );
+                return None;
+            }
+            let members = cluster_members(c, node_port);
+            (
+                PoolSource::Cluster {
+                    name: cluster.clone(),
+                    node_port,
+                },
+                members,
+            )
+        }
+    };
+    if e.0.len() > errors_before {
+        return None;
+    }
+    Some(PoolConfig {
+        source,
+        balance: balance?,
+        when_all_down: when_all_down?,
+        members,
+        health: health?,
+    })
+}
+
+/// Every node of a cluster at one NodePort.
+pub fn cluster_members(cluster: &ClusterConfig, node_port: u16) -> Vec<MemberConfig> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| MemberConfig {
+            addr: SocketAddr::new(n.ip, node_port),
+            node: Some(n.ip),
+            weight: n.weight,
+            drain: n.drain,
+        })
+        .collect()
+}
+
+fn validate_servers(key: &str, servers: &[RawMember], e: &mut Errors) -> Option<Vec<MemberConfig>> {
+    if servers.is_empty() {
+        e.add(format!("{key}.servers"), "the list is empty; a pool needs at least one server");
+        return None;
+    }
+    let mut members = Vec::new();
+    let mut seen = HashSet::new();
+    let mut ok = true;
+    for (i, m) in servers.iter().enumerate() {
+        let mkey = format!("{key}.servers.{i}");
+        let Some(addr) = e.check(&mkey, parse_socket_addr(&m.address)) else {
+            ok = false;
+            continue;
+        };
+        if addr.port() == 0 {
+            e.add(&mkey, format!("{addr}: port 0 is not a server port"));
+            ok = false;
+        }
+        if !seen.insert(addr) {
+            e.add(&mkey, format!("server {addr} is listed twice"));
+            ok = false;
+        }
+        let weight = member_weight(e, &mkey, m);
+        ok &= weight.is_some();
+        members.push(MemberConfig {
+            addr,
+            node: None,
+            weight: weight.unwrap_or(DEFAULT_WEIGHT),
+            drain: m.drain.unwrap_or(false),
+        });
+    }
+    ok.then_some(members)
+}
+
+fn validate_health(pool_key: &str, raw: Option<&RawHealth>, e: &mut Errors) -> Option<HealthConfig> {
+    let key = format!("{pool_key}.health");
+    let Some(raw) = raw else {
+        return Some(HealthConfig {
+            kind: HealthKind::None,
+            port: None,
+            path: "/".into(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+        });
+    };
+    let kind = match raw.kind.as_deref().unwrap_or("tcp") {
+        "none" => Some(HealthKind::None),
+        "tcp" => Some(HealthKind::Tcp),
+        "http" => Some(HealthKind::Http),
+        other => {
+            e.add(format!("{key}.kind"), format!("\"{other}\" is not one of tcp, http, none"));
+            None
+        }
+    };
+    let port = match raw.port {
+        None => Some(None),
+        Some(p) => port(e, &format!("{key}.port"), p).map(Some),
+    };
+    let path = raw.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        e.add(format!("{key}.path"), format!("\"{path}\" must start with '/' and contain no spaces"));
+    }
+    let interval = positive_duration(e, &format!("{key}.interval"), &raw.interval, DEFAULT_HEALTH_INTERVAL);
+    let timeout = positive_duration(e, &format!("{key}.timeout"), &raw.timeout, DEFAULT_HEALTH_TIMEOUT);
+    let rise = count(e, &format!("{key}.rise"), raw.rise, DEFAULT_RISE);
+    let fall = count(e, &format!("{key}.fall"), raw.fall, DEFAULT_FALL);
+    Some(HealthConfig {
+        kind: kind?,
+        port: port?,
+        path,
+        interval: interval?,
+        timeout: timeout?,
+        rise: rise?,
+        fall: fall?,
+    })
+}
+
+fn count(e: &mut Errors, key: &str, v: Option<i64>, default: u32) -> Option<u32> {
+    match v {
+        None => Some(default),
+        Some(n) if (1..=100).contains(&n) => Some(n as u32),
+        Some(n) => {
+            e.add(key, format!("{n} is out of range (1 to 100)"));
+            None
+        }
+    }
+}
+
+fn validate_listener(
+    name: &str,
+    raw: &RawListener,
+    config: &RawConfig,
+    e: &mut Errors,
+) -> Option<ListenerConfig> {
+    let key = format!("listeners.{name}");
+    let errors_before = e.0.len();
+    let bind = match &raw.bind {
+        None => {
+            e.add(format!("{key}.bind"), "missing; e.g. bind = \"0.0.0.0:5432\"");
+            None
+        }
+        Some(b) => e.check(&format!("{key}.bind"), parse_socket_addr(b)),
+    };
+    let protocol = match raw.protocol.as_deref().unwrap_or("tcp") {
+        p => Protocol::ALL.into_iter().find(|x| x.as_str() == p).or_else(|| {
+            e.add(
+                format!("{key}.protocol"),
+                format!("\"{p}\" is not one of tcp, udp, tls_passthrough, http, https"),
+            );
+            None
+        }),
+    }?;
+    if protocol != Protocol::Tcp {
+        e.add(
+            format!("{key}.protocol"),
+            format!("\"{protocol}\" listeners are not supported by this version of Portico yet (supported: tcp)"),
+        );
+        return None;
+    }
+    for (present, field) in [
+        (raw.routes.is_some(), "routes"),
+        (raw.certificates.is_some(), "certificates"),
+        (raw.max_header_bytes.is_some(), "max_header_bytes"),
+        (raw.max_headers.is_some(), "max_headers"),
+        (raw.header_timeout.is_some(), "header_timeout"),
+    ] {
+        if present {
+            e.add(format!("{key}.{field}"), format!("not a key of a \"{protocol}\" listener"));
+        }
+    }
+    let pool = match &raw.pool {
+        None => {
+            e.add(format!("{key}.pool"), "missing: a tcp listener needs a pool");
+            None
+        }
+        Some(p) if !config.pools.contains_key(p) => {
+            e.add(format!("{key}.pool"), format!("no pool named \"{p}\""));
+            None
+        }
+        Some(p) => Some(p.clone()),
+    };
+    let proxy_protocol = match raw.proxy_protocol.as_deref().unwrap_or("none") {
+        "none" => Some(None),
+        "v1" => Some(Some(ProxyVersion::V1)),
+        "v2" => Some(Some(ProxyVersion::V2)),
+        other => {
+            e.add(
+                format!("{key}.proxy_protocol"),
+                format!("\"{other}\" is not one of none, v1, v2"),
+            );
+            None
+        }
+    };
+    let connect_timeout = positive_duration(e, &format!("{key}.connect_timeout"), &raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    let idle_timeout = positive_duration(e, &format!("{key}.idle_timeout"), &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let max_connections = match raw.max_connections {
+        None => Some(DEFAULT_MAX_CONNECTIONS),
+        Some(n) if (1..=MAX_MAX_CONNECTIONS).contains(&n) => Some(n as usize),
+        Some(n) => {
+            e.add(
+                format!("{key}.max_connections"),
+                format!("{n} is out of range (1 to {MAX_MAX_CONNECTIONS})"),
+            );
+            None
+        }
+    };
+    if e.0.len() > errors_before {
+        return None;
+    }
+    Some(ListenerConfig {
+        bind: bind?,
+        protocol,
+        pool: pool?,
+        proxy_protocol: proxy_protocol?,
+        accept_proxy_protocol: raw.accept_proxy_protocol.unwrap_or(false),
+        connect_timeout: connect_timeout?,
+        idle_timeout: idle_timeout?,
+        max_connections: max_connections?,
+    })
+}
+
+/// Two stream listeners (or a listener and the admin server) on one address, or one on a
+/// wildcard address and another on a specific address of the same port, cannot both bind.
+fn check_binds(listeners: &BTreeMap<String, ListenerConfig>, admin: SocketAddr, e: &mut Errors) {
+    let stream: Vec<(String, SocketAddr)> = std::iter::once(("admin.listen".to_owned(), admin))
+        .chain(
+            listeners
+                .iter()
+                .filter(|(_, l)| l.protocol.is_stream())
+                .map(|(n, l)| (format!("listeners.{n}.bind"), l.bind)),
+        )
+        .collect();
+    for (i, (key_a, a)) in stream.iter().enumerate() {
+        for (key_b, b) in &stream[i + 1..] {
+            if a.port() != 0 && a.port() == b.port() && ips_overlap(a.ip(), b.ip()) {
+                e.add(key_b, format!("{b} conflicts with {key_a} ({a})"));
+            }
+        }
+    }
+}
+
+/// IPv6 listeners are bound IPV6_V6ONLY (as nginx does), so only one family can collide.
+fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a == b || a.is_unspecified() || b.is_unspecified())
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse::<SocketAddr>().map_err(|_| {
+        format!("\"{text}\" is not an address with a port (e.g. \"10.0.0.5:8080\" or \"[::1]:8080\")")
+    })
+}
+
+fn port(e: &mut Errors, key: &str, p: i64) -> Option<u16> {
+    match u16::try_from(p) {
+        Ok(p) if p != 0 => Some(p),
+        _ => {
+            e.add(key, format!("{p} is not a port (1 to 65535)"));
+            None
+        }
+    }
+}
+
+fn duration_or(e: &mut Errors, key: &str, raw: &Option<String>, default: Duration) -> Option<Duration> {
+    match raw {
+        None => Some(default),
+        Some(text) => e.check(key, parse_duration(text)),
+    }
+}
+
+fn positive_duration(e: &mut Errors, key: &str, raw: &Option<String>, default: Duration) -> Option<Duration> {
+    let d = duration_or(e, key, raw, default)?;
+    if d.is_zero() {
+        e.add(key, "must be longer than 0");
+        return None;
+    }
+    Some(d)
+}

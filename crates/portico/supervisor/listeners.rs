@@ -1,0 +1,156 @@
+//! The listener registry: listening sockets outlive snapshots. A reload keeps the socket of a
+//! listener whose address is unchanged (no connection is refused during a reload), binds new
+//! ones before anything changes (so a bind error fails the reload cleanly), and stops the
+//! removed ones, whose open connections finish.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use l4_forwarder::{ConfigSource, ListenerShared};
+use net_core::lifecycle::{CancellationToken, TaskTracker};
+use socket2::{Domain, Socket, Type};
+
+use crate::config::{Config, ListenerConfig, Protocol};
+
+/// Pending connections the kernel queues per listener before Portico accepts them.
+const LISTEN_BACKLOG: i32 = 4096;
+
+struct Entry {
+    bind: SocketAddr,
+    protocol: Protocol,
+    /// A duplicate of the accept loop's socket, so it can be handed to a listener that takes
+    /// the address over under another name.
+    socket: std::net::TcpListener,
+    shared: Arc<ListenerShared>,
+    stop: CancellationToken,
+}
+
+/// Sockets bound for a reload that has not been applied yet. Dropping it closes them.
+pub struct Prepared {
+    fresh: BTreeMap<String, (std::net::TcpListener, Arc<ListenerShared>)>,
+}
+
+pub struct ListenerRegistry {
+    entries: BTreeMap<String, Entry>,
+    source: Arc<dyn ConfigSource>,
+    tracker: TaskTracker,
+}
+
+impl ListenerRegistry {
+    pub fn new(source: Arc<dyn ConfigSource>, tracker: TaskTracker) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            source,
+            tracker,
+        }
+    }
+
+    /// Step 1 of a reload: get a socket for every listener of `config` that needs a new one
+    /// (new name, or new address), reusing an open socket on the same address when one exists.
+    /// Nothing running is touched; on error the new sockets are closed.
+    pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
+        let mut fresh = BTreeMap::new();
+        for (name, l) in &config.listeners {
+            if self.keeps(name, l) {
+                continue;
+            }
+            let socket = match self.entries.values().find(|e| e.bind == l.bind && l.bind.port() != 0) {
+                Some(e) => e
+                    .socket
+                    .try_clone()
+                    .with_context(|| format!("listeners.{name}: duplicating the socket of {}", l.bind))?,
+                None => bind_tcp(l.bind)
+                    .with_context(|| format!("listeners.{name}: cannot bind {}", l.bind))?,
+            };
+            let shared = match self.entries.get(name) {
+                Some(e) => Arc::clone(&e.shared),
+                None => ListenerShared::new(name, l.max_connections),
+            };
+            fresh.insert(name.clone(), (socket, shared));
+        }
+        Ok(Prepared { fresh })
+    }
+
+    fn keeps(&self, name: &str, l: &ListenerConfig) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|e| e.bind == l.bind && e.protocol == l.protocol)
+    }
+
+    /// Step 2, after the new snapshot is published: start the prepared listeners, stop those
+    /// that were removed or replaced, apply new connection limits.
+    pub fn apply(&mut self, config: &Config, prepared: Prepared) -> anyhow::Result<()> {
+        let mut stopped = Vec::new();
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in names {
+            match config.listeners.get(&name) {
+                Some(l) if self.keeps(&name, l) => {}
+                _ => stopped.extend(self.entries.remove(&name)),
+            }
+        }
+        for (name, (socket, shared)) in prepared.fresh {
+            let l = &config.listeners[&name];
+            let accept_socket = socket.try_clone().context("duplicating a listening socket")?;
+            let listener = tokio::net::TcpListener::from_std(accept_socket)?;
+            let addr = listener.local_addr()?;
+            let stop = CancellationToken::new();
+            tokio::spawn(l4_forwarder::serve(
+                listener,
+                Arc::clone(&shared),
+                Arc::clone(&self.source),
+                stop.clone(),
+                self.tracker.clone(),
+            ));
+            tracing::info!(listener = %name, %addr, protocol = %l.protocol, "listener bound");
+            self.entries.insert(
+                name,
+                Entry {
+                    bind: l.bind,
+                    protocol: l.protocol,
+                    socket,
+                    shared,
+                    stop,
+                },
+            );
+        }
+        for (name, l) in &config.listeners {
+            if let Some(e) = self.entries.get(name) {
+                e.shared.set_max_connections(l.max_connections);
+            }
+        }
+        // The new accept loops run before the old ones stop: a socket handed over under a new
+        // name is never without an acceptor.
+        for e in stopped {
+            e.stop.cancel();
+            tracing::info!(listener = e.shared.name(), bind = %e.bind, open = e.shared.active_connections(), "listener stopped; open connections finish");
+        }
+        Ok(())
+    }
+
+    /// Stops every accept loop and closes the listening sockets (new connections are refused).
+    pub fn stop_all(&mut self) {
+        for e in std::mem::take(&mut self.entries).into_values() {
+            e.stop.cancel();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
