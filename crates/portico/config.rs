@@ -5,9 +5,9 @@
 mod diff;
 mod duration;
 mod raw;
-mod validate;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;

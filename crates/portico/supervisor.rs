@@ -43,9 +43,15 @@ struct Supervisor {
 }
 
 /// Runs until SIGTERM/SIGINT, then drains. Errors only when the first start fails.
-pub async fn run(origin: ConfigOrigin, config: Config, log: LogHandle, demo: bool) -> anyhow::Result<()> {
+pub async fn run(
+    origin: ConfigOrigin,
+    config: Config,
+    log: LogHandle,
+    demo: bool,
+) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let config = Arc::new(config);
@@ -65,7 +71,10 @@ pub async fn run(origin: ConfigOrigin, config: Config, log: LogHandle, demo: boo
         log,
     };
     let status = sup.status_line();
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "portico ready: {status}");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "portico ready: {status}"
+    );
     if demo {
         crate::demo::print_instructions(&config);
     }
@@ -88,7 +97,10 @@ pub async fn run(origin: ConfigOrigin, config: Config, log: LogHandle, demo: boo
     if lifecycle::drain(&tracker, grace).await {
         tracing::info!("all connections finished; exiting");
     } else {
-        tracing::warn!(cut = tracker.len(), "shutdown grace expired; closing the remaining connections");
+        tracing::warn!(
+            cut = tracker.len(),
+            "shutdown grace expired; closing the remaining connections"
+        );
     }
     Ok(())
 }
@@ -118,7 +130,10 @@ impl Supervisor {
         self.listeners.apply(&new, prepared)?;
         self.log.apply(&new.log);
         for key in &diff.needs_restart {
-            tracing::warn!(key, "this setting changed but only takes effect after a restart");
+            tracing::warn!(
+                key,
+                "this setting changed but only takes effect after a restart"
+            );
         }
         Ok(diff)
     }

@@ -28,7 +28,13 @@ pub struct ConfigDiff {
 
 pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let mut d = ConfigDiff::default();
-    compare(&old.listeners, &new.listeners, &mut d.listeners_added, &mut d.listeners_removed, &mut d.listeners_changed);
+    compare(
+        &old.listeners,
+        &new.listeners,
+        &mut d.listeners_added,
+        &mut d.listeners_removed,
+        &mut d.listeners_changed,
+    );
     d.listeners_rebound = d
         .listeners_changed
         .iter()
@@ -38,8 +44,20 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         })
         .cloned()
         .collect();
-    compare(&old.pools, &new.pools, &mut d.pools_added, &mut d.pools_removed, &mut d.pools_changed);
-    compare(&old.clusters, &new.clusters, &mut d.clusters_added, &mut d.clusters_removed, &mut d.clusters_changed);
+    compare(
+        &old.pools,
+        &new.pools,
+        &mut d.pools_added,
+        &mut d.pools_removed,
+        &mut d.pools_changed,
+    );
+    compare(
+        &old.clusters,
+        &new.clusters,
+        &mut d.clusters_added,
+        &mut d.clusters_removed,
+        &mut d.clusters_changed,
+    );
     if old.runtime.worker_threads != new.runtime.worker_threads {
         d.needs_restart.push("runtime.worker_threads");
     }
@@ -89,9 +107,24 @@ impl fmt::Display for ConfigDiff {
         }
         let mut parts = Vec::new();
         for (label, added, removed, changed) in [
-            ("listeners", &self.listeners_added, &self.listeners_removed, &self.listeners_changed),
-            ("pools", &self.pools_added, &self.pools_removed, &self.pools_changed),
-            ("clusters", &self.clusters_added, &self.clusters_removed, &self.clusters_changed),
+            (
+                "listeners",
+                &self.listeners_added,
+                &self.listeners_removed,
+                &self.listeners_changed,
+            ),
+            (
+                "pools",
+                &self.pools_added,
+                &self.pools_removed,
+                &self.pools_changed,
+            ),
+            (
+                "clusters",
+                &self.clusters_added,
+                &self.clusters_removed,
+                &self.clusters_changed,
+            ),
         ] {
             let items: Vec<String> = added
                 .iter()

@@ -63,7 +63,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "3", "s", "3 s", "-1s", "1.5s", "3sec", "1h-", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "3",
+            "s",
+            "3 s",
+            "-1s",
+            "1.5s",
+            "3sec",
+            "1h-",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

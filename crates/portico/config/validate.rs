@@ -173,7 +173,10 @@ fn validate_log(raw: &RawConfig, e: &mut Errors) -> Option<LogConfig> {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
         other => {
-            e.add("log.format", format!("\"{other}\" is not one of text, json"));
+            e.add(
+                "log.format",
+                format!("\"{other}\" is not one of text, json"),
+            );
             None
         }
     };
@@ -358,7 +361,10 @@ pub fn cluster_members(cluster: &ClusterConfig, node_port: u16) -> Vec<MemberCon
 
 fn validate_servers(key: &str, servers: &[RawMember], e: &mut Errors) -> Option<Vec<MemberConfig>> {
     if servers.is_empty() {
-        e.add(format!("{key}.servers"), "the list is empty; a pool needs at least one server");
+        e.add(
+            format!("{key}.servers"),
+            "the list is empty; a pool needs at least one server",
+        );
         return None;
     }
     let mut members = Vec::new();
@@ -390,7 +396,11 @@ fn validate_servers(key: &str, servers: &[RawMember], e: &mut Errors) -> Option<
     ok.then_some(members)
 }
 
-fn validate_health(pool_key: &str, raw: Option<&RawHealth>, e: &mut Errors) -> Option<HealthConfig> {
+fn validate_health(
+    pool_key: &str,
+    raw: Option<&RawHealth>,
+    e: &mut Errors,
+) -> Option<HealthConfig> {
     let key = format!("{pool_key}.health");
     let Some(raw) = raw else {
         return Some(HealthConfig {
@@ -408,7 +418,10 @@ fn validate_health(pool_key: &str, raw: Option<&RawHealth>, e: &mut Errors) -> O
         "tcp" => Some(HealthKind::Tcp),
         "http" => Some(HealthKind::Http),
         other => {
-            e.add(format!("{key}.kind"), format!("\"{other}\" is not one of tcp, http, none"));
+            e.add(
+                format!("{key}.kind"),
+                format!("\"{other}\" is not one of tcp, http, none"),
+            );
             None
         }
     };
@@ -418,10 +431,23 @@ fn validate_health(pool_key: &str, raw: Option<&RawHealth>, e: &mut Errors) -> O
     };
     let path = raw.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        e.add(format!("{key}.path"), format!("\"{path}\" must start with '/' and contain no spaces"));
+        e.add(
+            format!("{key}.path"),
+            format!("\"{path}\" must start with '/' and contain no spaces"),
+        );
     }
-    let interval = positive_duration(e, &format!("{key}.interval"), &raw.interval, DEFAULT_HEALTH_INTERVAL);
-    let timeout = positive_duration(e, &format!("{key}.timeout"), &raw.timeout, DEFAULT_HEALTH_TIMEOUT);
+    let interval = positive_duration(
+        e,
+        &format!("{key}.interval"),
+        &raw.interval,
+        DEFAULT_HEALTH_INTERVAL,
+    );
+    let timeout = positive_duration(
+        e,
+        &format!("{key}.timeout"),
+        &raw.timeout,
+        DEFAULT_HEALTH_TIMEOUT,
+    );
     let rise = count(e, &format!("{key}.rise"), raw.rise, DEFAULT_RISE);
     let fall = count(e, &format!("{key}.fall"), raw.fall, DEFAULT_FALL);
     Some(HealthConfig {
@@ -456,19 +482,25 @@ fn validate_listener(
     let errors_before = e.0.len();
     let bind = match &raw.bind {
         None => {
-            e.add(format!("{key}.bind"), "missing; e.g. bind = \"0.0.0.0:5432\"");
+            e.add(
+                format!("{key}.bind"),
+                "missing; e.g. bind = \"0.0.0.0:5432\"",
+            );
             None
         }
         Some(b) => e.check(&format!("{key}.bind"), parse_socket_addr(b)),
     };
     let protocol = match raw.protocol.as_deref().unwrap_or("tcp") {
-        p => Protocol::ALL.into_iter().find(|x| x.as_str() == p).or_else(|| {
-            e.add(
-                format!("{key}.protocol"),
-                format!("\"{p}\" is not one of tcp, udp, tls_passthrough, http, https"),
-            );
-            None
-        }),
+        p => Protocol::ALL
+            .into_iter()
+            .find(|x| x.as_str() == p)
+            .or_else(|| {
+                e.add(
+                    format!("{key}.protocol"),
+                    format!("\"{p}\" is not one of tcp, udp, tls_passthrough, http, https"),
+                );
+                None
+            }),
     }?;
     if protocol != Protocol::Tcp {
         e.add(
@@ -485,12 +517,18 @@ fn validate_listener(
         (raw.header_timeout.is_some(), "header_timeout"),
     ] {
         if present {
-            e.add(format!("{key}.{field}"), format!("not a key of a \"{protocol}\" listener"));
+            e.add(
+                format!("{key}.{field}"),
+                format!("not a key of a \"{protocol}\" listener"),
+            );
         }
     }
     let pool = match &raw.pool {
         None => {
-            e.add(format!("{key}.pool"), "missing: a tcp listener needs a pool");
+            e.add(
+                format!("{key}.pool"),
+                "missing: a tcp listener needs a pool",
+            );
             None
         }
         Some(p) if !config.pools.contains_key(p) => {
@@ -511,8 +549,18 @@ fn validate_listener(
             None
         }
     };
-    let connect_timeout = positive_duration(e, &format!("{key}.connect_timeout"), &raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-    let idle_timeout = positive_duration(e, &format!("{key}.idle_timeout"), &raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let connect_timeout = positive_duration(
+        e,
+        &format!("{key}.connect_timeout"),
+        &raw.connect_timeout,
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    let idle_timeout = positive_duration(
+        e,
+        &format!("{key}.idle_timeout"),
+        &raw.idle_timeout,
+        DEFAULT_IDLE_TIMEOUT,
+    );
     let max_connections = match raw.max_connections {
         None => Some(DEFAULT_MAX_CONNECTIONS),
         Some(n) if (1..=MAX_MAX_CONNECTIONS).contains(&n) => Some(n as usize),
@@ -566,7 +614,9 @@ fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
 
 fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.trim().parse::<SocketAddr>().map_err(|_| {
-        format!("\"{text}\" is not an address with a port (e.g. \"10.0.0.5:8080\" or \"[::1]:8080\")")
+        format!(
+            "\"{text}\" is not an address with a port (e.g. \"10.0.0.5:8080\" or \"[::1]:8080\")"
+        )
     })
 }
 
@@ -580,14 +630,24 @@ fn port(e: &mut Errors, key: &str, p: i64) -> Option<u16> {
     }
 }
 
-fn duration_or(e: &mut Errors, key: &str, raw: &Option<String>, default: Duration) -> Option<Duration> {
+fn duration_or(
+    e: &mut Errors,
+    key: &str,
+    raw: &Option<String>,
+    default: Duration,
+) -> Option<Duration> {
     match raw {
         None => Some(default),
         Some(text) => e.check(key, parse_duration(text)),
     }
 }
 
-fn positive_duration(e: &mut Errors, key: &str, raw: &Option<String>, default: Duration) -> Option<Duration> {
+fn positive_duration(
+    e: &mut Errors,
+    key: &str,
+    raw: &Option<String>,
+    default: Duration,
+) -> Option<Duration> {
     let d = duration_or(e, key, raw, default)?;
     if d.is_zero() {
         e.add(key, "must be longer than 0");

@@ -57,11 +57,14 @@ impl ListenerRegistry {
             if self.keeps(name, l) {
                 continue;
             }
-            let socket = match self.entries.values().find(|e| e.bind == l.bind && l.bind.port() != 0) {
-                Some(e) => e
-                    .socket
-                    .try_clone()
-                    .with_context(|| format!("listeners.{name}: duplicating the socket of {}", l.bind))?,
+            let socket = match self
+                .entries
+                .values()
+                .find(|e| e.bind == l.bind && l.bind.port() != 0)
+            {
+                Some(e) => e.socket.try_clone().with_context(|| {
+                    format!("listeners.{name}: duplicating the socket of {}", l.bind)
+                })?,
                 None => bind_tcp(l.bind)
                     .with_context(|| format!("listeners.{name}: cannot bind {}", l.bind))?,
             };
@@ -93,7 +96,9 @@ impl ListenerRegistry {
         }
         for (name, (socket, shared)) in prepared.fresh {
             let l = &config.listeners[&name];
-            let accept_socket = socket.try_clone().context("duplicating a listening socket")?;
+            let accept_socket = socket
+                .try_clone()
+                .context("duplicating a listening socket")?;
             let listener = tokio::net::TcpListener::from_std(accept_socket)?;
             let addr = listener.local_addr()?;
             let stop = CancellationToken::new();
