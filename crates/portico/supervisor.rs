@@ -61,7 +61,7 @@ pub async fn run(
     let source = Arc::new(SnapshotSource(Arc::clone(&snapshot)));
     let mut listeners = ListenerRegistry::new(source, tracker.clone());
     let prepared = listeners.prepare(&config)?;
-    listeners.apply(&config, prepared)?;
+    listeners.apply(&config, prepared).await?;
 
     let mut sup = Supervisor {
         origin,
@@ -83,7 +83,7 @@ pub async fn run(
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => sup.reload(),
+            _ = hangup.recv() => sup.reload().await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -91,7 +91,7 @@ pub async fn run(
 
     systemd::stopping();
     let grace = sup.snapshot.load().config.runtime.shutdown_grace;
-    sup.listeners.stop_all();
+    sup.listeners.stop_all().await;
     let open = tracker.len();
     tracing::info!(open_connections = open, grace = ?grace, "shutting down: stopped accepting, draining");
     if lifecycle::drain(&tracker, grace).await {
@@ -108,9 +108,9 @@ pub async fn run(
 impl Supervisor {
     /// Reloads the config. A config that does not validate, or a listener that cannot bind,
     /// changes nothing: every error is logged and the old snapshot keeps serving.
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         systemd::reloading();
-        let result = self.try_reload();
+        let result = self.try_reload().await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(metric_names::CONFIG_RELOADS_TOTAL, "result" => outcome).increment(1);
         match result {
@@ -120,14 +120,14 @@ impl Supervisor {
         systemd::ready(&self.status_line());
     }
 
-    fn try_reload(&mut self) -> anyhow::Result<config::ConfigDiff> {
+    async fn try_reload(&mut self) -> anyhow::Result<config::ConfigDiff> {
         let new = Arc::new(self.origin.load()?);
         let old = Arc::clone(&self.snapshot.load().config);
         let diff = config::diff(&old, &new);
         let prepared = self.listeners.prepare(&new)?;
         let snapshot = self.backends.build(Arc::clone(&new));
         self.snapshot.store(Arc::new(snapshot));
-        self.listeners.apply(&new, prepared)?;
+        self.listeners.apply(&new, prepared).await?;
         self.log.apply(&new.log);
         for key in &diff.needs_restart {
             tracing::warn!(

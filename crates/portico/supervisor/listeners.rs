@@ -19,13 +19,27 @@ use crate::config::{Config, ListenerConfig, Protocol};
 const LISTEN_BACKLOG: i32 = 4096;
 
 struct Entry {
+    /// The configured address (its port may be 0).
     bind: SocketAddr,
+    /// The address the socket is bound to.
+    local: SocketAddr,
     protocol: Protocol,
     /// A duplicate of the accept loop's socket, so it can be handed to a listener that takes
     /// the address over under another name.
     socket: std::net::TcpListener,
     shared: Arc<ListenerShared>,
     stop: CancellationToken,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl Entry {
+    /// Stops accepting and waits until the socket is closed, so that a connection attempt
+    /// made afterwards is refused rather than left in a backlog nobody reads.
+    async fn close(self) {
+        self.stop.cancel();
+        drop(self.socket);
+        let _ = self.accept_loop.await;
+    }
 }
 
 /// Sockets bound for a reload that has not been applied yet. Dropping it closes them.
@@ -60,7 +74,7 @@ impl ListenerRegistry {
             let socket = match self
                 .entries
                 .values()
-                .find(|e| e.bind == l.bind && l.bind.port() != 0)
+                .find(|e| l.bind.port() != 0 && (e.bind == l.bind || e.local == l.bind))
             {
                 Some(e) => e.socket.try_clone().with_context(|| {
                     format!("listeners.{name}: duplicating the socket of {}", l.bind)
@@ -85,7 +99,7 @@ impl ListenerRegistry {
 
     /// Step 2, after the new snapshot is published: start the prepared listeners, stop those
     /// that were removed or replaced, apply new connection limits.
-    pub fn apply(&mut self, config: &Config, prepared: Prepared) -> anyhow::Result<()> {
+    pub async fn apply(&mut self, config: &Config, prepared: Prepared) -> anyhow::Result<()> {
         let mut stopped = Vec::new();
         let names: Vec<String> = self.entries.keys().cloned().collect();
         for name in names {
@@ -102,7 +116,7 @@ impl ListenerRegistry {
             let listener = tokio::net::TcpListener::from_std(accept_socket)?;
             let addr = listener.local_addr()?;
             let stop = CancellationToken::new();
-            tokio::spawn(l4_forwarder::serve(
+            let accept_loop = tokio::spawn(l4_forwarder::serve(
                 listener,
                 Arc::clone(&shared),
                 Arc::clone(&self.source),
@@ -114,10 +128,12 @@ impl ListenerRegistry {
                 name,
                 Entry {
                     bind: l.bind,
+                    local: addr,
                     protocol: l.protocol,
                     socket,
                     shared,
                     stop,
+                    accept_loop,
                 },
             );
         }
@@ -129,16 +145,16 @@ impl ListenerRegistry {
         // The new accept loops run before the old ones stop: a socket handed over under a new
         // name is never without an acceptor.
         for e in stopped {
-            e.stop.cancel();
             tracing::info!(listener = e.shared.name(), bind = %e.bind, open = e.shared.active_connections(), "listener stopped; open connections finish");
+            e.close().await;
         }
         Ok(())
     }
 
     /// Stops every accept loop and closes the listening sockets (new connections are refused).
-    pub fn stop_all(&mut self) {
+    pub async fn stop_all(&mut self) {
         for e in std::mem::take(&mut self.entries).into_values() {
-            e.stop.cancel();
+            e.close().await;
         }
     }
 

@@ -1,0 +1,10 @@
+//! Black-box tests: start the real `portico` binary with a generated config on OS-chosen
+//! loopback ports, drive it with real sockets and real backends, and look only at what a user
+//! can see (bytes, exit codes, logs).
+
+mod harness;
+
+mod check;
+mod l4;
+mod lifecycle;
+mod proxy_protocol;
