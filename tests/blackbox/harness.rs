@@ -145,13 +145,17 @@ impl Portico {
         }
     }
 
+    /// Sends a signal by name: "HUP", "TERM", "INT".
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name} failed");
+        use nix::sys::signal::{Signal, kill};
+        let signal = match name {
+            "HUP" => Signal::SIGHUP,
+            "TERM" => Signal::SIGTERM,
+            "INT" => Signal::SIGINT,
+            other => panic!("unknown signal {other}"),
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid"));
+        kill(pid, signal).expect("kill");
     }
 
     /// Waits for the process to exit (after a signal) and returns its status.
