@@ -19,7 +19,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use net_core::BalanceKind;
-use net_core::pool::WhenAllDown;
+use net_core::pool::{PassiveHealth, WhenAllDown};
 use net_core::proxy_protocol::ProxyVersion;
 
 pub use diff::{ConfigDiff, diff};
@@ -102,6 +102,8 @@ pub struct PoolConfig {
     /// The backends: `servers`, or every node of `cluster` at `node_port`.
     pub members: Vec<MemberConfig>,
     pub health: HealthConfig,
+    /// Passive health: eject a backend after consecutive connect failures.
+    pub passive: PassiveHealth,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +132,12 @@ pub struct HealthConfig {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// With `http`: healthy only on this status (default: any 2xx or 3xx).
+    pub expect_status: Option<u16>,
+    /// A new backend's state until its first check answers (default up).
+    pub initial_up: bool,
+    /// Use the endpoint count in kube-proxy's answer as the backend's weight (default true).
+    pub use_endpoint_weight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

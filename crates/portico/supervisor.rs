@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use net_core::health::{HealthChecks, OnChange};
 use net_core::lifecycle::{self, TaskTracker};
 use net_core::metric_names;
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,6 +39,7 @@ struct Supervisor {
     origin: ConfigOrigin,
     snapshot: Arc<ArcSwap<Snapshot>>,
     backends: BackendRegistry,
+    health: HealthChecks,
     listeners: ListenerRegistry,
     log: LogHandle,
 }
@@ -56,7 +58,17 @@ pub async fn run(
 
     let config = Arc::new(config);
     let mut backends = BackendRegistry::default();
-    let snapshot = Arc::new(ArcSwap::from_pointee(backends.build(Arc::clone(&config))));
+    // No check has run yet: every backend starts in its pool's initial state.
+    let (first, subscriptions) = backends.build(Arc::clone(&config), |_| None);
+    let snapshot = Arc::new(ArcSwap::from_pointee(first));
+    // Health-check results rebuild the tables of the pools they touch, in whatever snapshot
+    // is current when they arrive.
+    let on_change: OnChange = {
+        let snapshot = Arc::clone(&snapshot);
+        Arc::new(move |pools: &[Arc<str>]| snapshot.load().refresh_pools(pools))
+    };
+    let mut health = HealthChecks::new(on_change);
+    health.reconcile(subscriptions);
     let tracker = TaskTracker::new();
     let source = Arc::new(SnapshotSource(Arc::clone(&snapshot)));
     let mut listeners = ListenerRegistry::new(source, tracker.clone());
@@ -67,6 +79,7 @@ pub async fn run(
         origin,
         snapshot,
         backends,
+        health,
         listeners,
         log,
     };
@@ -90,6 +103,7 @@ pub async fn run(
     }
 
     systemd::stopping();
+    sup.health.stop_all();
     let grace = sup.snapshot.load().config.runtime.shutdown_grace;
     sup.listeners.stop_all().await;
     let open = tracker.len();
@@ -125,8 +139,11 @@ impl Supervisor {
         let old = Arc::clone(&self.snapshot.load().config);
         let diff = config::diff(&old, &new);
         let prepared = self.listeners.prepare(&new)?;
-        let snapshot = self.backends.build(Arc::clone(&new));
+        let health = &self.health;
+        let (snapshot, subscriptions) =
+            self.backends.build(Arc::clone(&new), |k| health.verdict(k));
         self.snapshot.store(Arc::new(snapshot));
+        self.health.reconcile(subscriptions);
         self.listeners.apply(&new, prepared).await?;
         self.log.apply(&new.log);
         for key in &diff.needs_restart {

@@ -245,6 +245,10 @@ fn a_dead_backend_is_skipped_by_connect_retry() {
         r#"
 [pools.p]
 servers = ["{dead_addr}", "{}"]
+[pools.p.passive]
+failures = 2
+ejection = "100ms"
+max_ejection = "300ms"
 
 [listeners.l]
 bind = "127.0.0.1:0"
@@ -256,10 +260,18 @@ pool = "p"
     for _ in 0..10 {
         assert_eq!(who_answers(portico.addr("l")), "alive");
     }
-    // The dead backend comes back on its address: it gets its turns again.
+    assert!(
+        portico.log_text().contains("backend ejected after connect failures"),
+        "passive health ejects the dead backend"
+    );
+    // The dead backend comes back on its address: once its ejection (at most 300ms) is
+    // over, it gets its turns again.
     let back = TestBackend::start_at(dead_addr, "back", Behavior::GreetEcho);
-    let names: Vec<String> = (0..10).map(|_| who_answers(portico.addr("l"))).collect();
-    assert!(names.iter().any(|n| n == "back"), "{names:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while who_answers(portico.addr("l")) != "back" {
+        assert!(std::time::Instant::now() < deadline, "the restarted backend never got traffic");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(back);
 }
 

@@ -119,12 +119,12 @@ async fn connect(
         let active = backend.track();
         match connect_one(backend.addr(), config.connect_timeout).await {
             Ok(stream) => {
-                backend.record_connect_success();
+                pool.report_connect_success(index);
                 return Ok((stream, active));
             }
             Err(err) => {
-                let failures = backend.record_connect_failure();
-                tracing::debug!(pool = %pool.name(), backend = %backend.addr(), failures, error = %err, "connect failed");
+                pool.report_connect_failure(index);
+                tracing::debug!(pool = %pool.name(), backend = %backend.addr(), error = %err, "connect failed");
                 last_error = Some((backend.addr(), err));
             }
         }

@@ -40,6 +40,7 @@ pub struct Backend {
     ejected_until_ms: AtomicU64,
     connect_errors: Counter,
     active_gauge: Gauge,
+    up_gauge: Gauge,
 }
 
 const NO_LEARNED_WEIGHT: u32 = u32::MAX;
@@ -52,6 +53,8 @@ impl Backend {
         ];
         let connect_errors = metrics::counter!(metric_names::BACKEND_CONNECT_ERRORS_TOTAL, &labels);
         let active_gauge = metrics::gauge!(metric_names::BACKEND_CONNECTIONS_ACTIVE, &labels);
+        let up_gauge = metrics::gauge!(metric_names::BACKEND_UP, &labels);
+        up_gauge.set(1.0);
         Self {
             key,
             node,
@@ -64,6 +67,7 @@ impl Backend {
             ejected_until_ms: AtomicU64::new(0),
             connect_errors,
             active_gauge,
+            up_gauge,
         }
     }
 
@@ -108,6 +112,7 @@ impl Backend {
 
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+        self.up_gauge.set(if up { 1.0 } else { 0.0 });
     }
 
     pub fn is_drained(&self) -> bool {

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod balance;
 pub mod clock;
 pub mod hash;
+pub mod health;
 pub mod lifecycle;
 pub mod metric_names;
 pub mod pool;

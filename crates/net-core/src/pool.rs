@@ -1,6 +1,7 @@
 //! A pool: a set of backends and the balancer that chooses among them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::balance::{BalanceKind, Balancer};
@@ -15,6 +16,41 @@ pub enum WhenAllDown {
     Refuse,
 }
 
+/// Passive health: after `failures` consecutive connect failures a backend is ejected for
+/// `ejection`, doubled for every further consecutive failure, up to `max_ejection`. A successful
+/// connect ends it. `failures = 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    pub failures: u32,
+    pub ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            failures: 3,
+            ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PassiveHealth {
+    /// How long to eject a backend after its `consecutive`-th failure in a row, if at all.
+    pub fn ejection_after(&self, consecutive: u32) -> Option<Duration> {
+        if self.failures == 0 || consecutive < self.failures {
+            return None;
+        }
+        let doublings = (consecutive - self.failures).min(20);
+        Some(
+            self.ejection
+                .saturating_mul(1 << doublings)
+                .min(self.max_ejection),
+        )
+    }
+}
+
 /// A pool as one snapshot sees it: the backend list is fixed, their state is live.
 #[derive(Debug)]
 pub struct Pool {
@@ -22,6 +58,7 @@ pub struct Pool {
     backends: Box<[Arc<Backend>]>,
     balancer: Balancer,
     when_all_down: WhenAllDown,
+    passive: PassiveHealth,
 }
 
 impl Pool {
@@ -30,6 +67,7 @@ impl Pool {
         kind: BalanceKind,
         backends: Vec<Arc<Backend>>,
         when_all_down: WhenAllDown,
+        passive: PassiveHealth,
     ) -> Self {
         let balancer = Balancer::new(kind, &backends);
         Self {
@@ -37,6 +75,7 @@ impl Pool {
             backends: backends.into_boxed_slice(),
             balancer,
             when_all_down,
+            passive,
         }
     }
 
@@ -80,8 +119,55 @@ impl Pool {
         &self.backends[index]
     }
 
+    /// A connect to backend `index` failed: count it and, per the passive health policy, eject
+    /// the backend for a while.
+    pub fn report_connect_failure(&self, index: usize) {
+        let backend = &self.backends[index];
+        let consecutive = backend.record_connect_failure();
+        if let Some(ejection) = self.passive.ejection_after(consecutive) {
+            backend.eject_for(u64::try_from(ejection.as_millis()).unwrap_or(u64::MAX));
+            tracing::warn!(
+                pool = %self.name,
+                backend = %backend.addr(),
+                consecutive_failures = consecutive,
+                ejected_for = ?ejection,
+                "backend ejected after connect failures"
+            );
+        }
+    }
+
+    /// A connect to backend `index` succeeded: passive health forgets its failures.
+    pub fn report_connect_success(&self, index: usize) {
+        let backend = &self.backends[index];
+        if backend.consecutive_failures() >= self.passive.failures.max(1) {
+            tracing::info!(pool = %self.name, backend = %backend.addr(), "backend answers again; ejection over");
+        }
+        backend.record_connect_success();
+    }
+
     /// Rebuilds weight- and health-derived balancer tables after backend state changed.
     pub fn refresh(&self) {
         self.balancer.rebuild(&self.backends);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_doubles_up_to_the_cap() {
+        let p = PassiveHealth {
+            failures: 2,
+            ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(5),
+        };
+        let got: Vec<Option<u64>> = (1..=6)
+            .map(|n| p.ejection_after(n).map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(got, [None, Some(1), Some(2), Some(4), Some(5), Some(5)]);
+        let off = PassiveHealth { failures: 0, ..p };
+        assert_eq!(off.ejection_after(100), None);
+        assert_eq!(p.ejection_after(u32::MAX), Some(Duration::from_secs(5)));
     }
 }

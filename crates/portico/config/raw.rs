@@ -65,6 +65,15 @@ pub struct RawPool {
     /// What to do when no backend is available: "try_all" (default) or "refuse".
     pub when_all_down: Option<String>,
     pub health: Option<RawHealth>,
+    pub passive: Option<RawPassive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub failures: Option<i64>,
+    pub ejection: Option<String>,
+    pub max_ejection: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +86,11 @@ pub struct RawHealth {
     pub timeout: Option<String>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
+    pub expect_status: Option<i64>,
+    /// "up" (default) or "down": a new backend's state until its first check answers.
+    pub initial: Option<String>,
+    /// Take kube-proxy's local endpoint count as the backend's weight (default true).
+    pub endpoint_weight: Option<bool>,
 }
 
 /// A node of a cluster or a server of a pool: `"10.0.0.5:8080"` or

@@ -7,10 +7,10 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use net_core::BalanceKind;
-use net_core::pool::WhenAllDown;
+use net_core::pool::{PassiveHealth, WhenAllDown};
 use net_core::proxy_protocol::ProxyVersion;
 
-use super::raw::{RawCluster, RawConfig, RawHealth, RawListener, RawMember, RawPool};
+use super::raw::{RawCluster, RawConfig, RawHealth, RawListener, RawMember, RawPassive, RawPool};
 use super::{
     AdminConfig, ClusterConfig, Config, ConfigError, HealthConfig, HealthKind, ListenerConfig,
     LogConfig, LogFormat, MemberConfig, NodeConfig, PoolConfig, PoolSource, Protocol,
@@ -72,15 +72,16 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
 
     let mut listeners = BTreeMap::new();
+    // The bind address of every listener whose address parsed, even one with other errors, so
+    // that a conflict is reported together with them (and without a valid admin.listen).
+    let mut binds = Vec::new();
     for (name, listener) in &raw.listeners {
         check_name(&mut e, "listeners", name);
-        if let Some(l) = validate_listener(name, listener, &raw, &mut e) {
+        if let Some(l) = validate_listener(name, listener, &raw, &mut binds, &mut e) {
             listeners.insert(name.clone(), l);
         }
     }
-    if let Some(admin) = &admin {
-        check_binds(&listeners, admin.listen, &mut e);
-    }
+    check_binds(admin.as_ref().map(|a| a.listen), &binds, &mut e);
 
     match (admin, runtime, log) {
         (Some(admin), Some(runtime), Some(log)) if e.0.is_empty() => Ok(Config {
@@ -270,6 +271,7 @@ fn validate_pool(
         }
     };
     let health = validate_health(&key, raw.health.as_ref(), e);
+    let passive = validate_passive(&key, raw.passive.as_ref(), e);
 
     let (source, members) = match (&raw.servers, &raw.cluster) {
         (Some(_), Some(_)) => {
@@ -342,6 +344,7 @@ fn validate_pool(
         when_all_down: when_all_down?,
         members,
         health: health?,
+        passive: passive?,
     })
 }
 
@@ -411,6 +414,9 @@ fn validate_health(
             timeout: DEFAULT_HEALTH_TIMEOUT,
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            expect_status: None,
+            initial_up: true,
+            use_endpoint_weight: true,
         });
     };
     let kind = match raw.kind.as_deref().unwrap_or("tcp") {
@@ -430,12 +436,34 @@ fn validate_health(
         Some(p) => port(e, &format!("{key}.port"), p).map(Some),
     };
     let path = raw.path.clone().unwrap_or_else(|| "/".into());
-    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         e.add(
             format!("{key}.path"),
-            format!("\"{path}\" must start with '/' and contain no spaces"),
+            format!("\"{path}\" must start with '/' and contain only visible ASCII (no spaces)"),
         );
     }
+    let expect_status = match raw.expect_status {
+        None => Some(None),
+        Some(code) if (100..=599).contains(&code) => Some(Some(code as u16)),
+        Some(code) => {
+            e.add(
+                format!("{key}.expect_status"),
+                format!("{code} is not an HTTP status (100 to 599)"),
+            );
+            None
+        }
+    };
+    let initial_up = match raw.initial.as_deref().unwrap_or("up") {
+        "up" => Some(true),
+        "down" => Some(false),
+        other => {
+            e.add(
+                format!("{key}.initial"),
+                format!("\"{other}\" is not one of up, down"),
+            );
+            None
+        }
+    };
     let interval = positive_duration(
         e,
         &format!("{key}.interval"),
@@ -458,6 +486,58 @@ fn validate_health(
         timeout: timeout?,
         rise: rise?,
         fall: fall?,
+        expect_status: expect_status?,
+        initial_up: initial_up?,
+        use_endpoint_weight: raw.endpoint_weight.unwrap_or(true),
+    })
+}
+
+fn validate_passive(
+    pool_key: &str,
+    raw: Option<&RawPassive>,
+    e: &mut Errors,
+) -> Option<PassiveHealth> {
+    let key = format!("{pool_key}.passive");
+    let default = PassiveHealth::default();
+    let Some(raw) = raw else {
+        return Some(default);
+    };
+    let failures = match raw.failures {
+        None => Some(default.failures),
+        Some(n) if (0..=100).contains(&n) => Some(n as u32),
+        Some(n) => {
+            e.add(
+                format!("{key}.failures"),
+                format!("{n} is out of range (0 to 100; 0 turns passive health off)"),
+            );
+            None
+        }
+    };
+    let ejection = positive_duration(
+        e,
+        &format!("{key}.ejection"),
+        &raw.ejection,
+        default.ejection,
+    );
+    let max_ejection = positive_duration(
+        e,
+        &format!("{key}.max_ejection"),
+        &raw.max_ejection,
+        default.max_ejection,
+    );
+    if let (Some(base), Some(max)) = (ejection, max_ejection) {
+        if max < base {
+            e.add(
+                format!("{key}.max_ejection"),
+                format!("{max:?} is shorter than ejection ({base:?})"),
+            );
+            return None;
+        }
+    }
+    Some(PassiveHealth {
+        failures: failures?,
+        ejection: ejection?,
+        max_ejection: max_ejection?,
     })
 }
 
@@ -476,6 +556,7 @@ fn validate_listener(
     name: &str,
     raw: &RawListener,
     config: &RawConfig,
+    binds: &mut Vec<(String, SocketAddr, Protocol)>,
     e: &mut Errors,
 ) -> Option<ListenerConfig> {
     let key = format!("listeners.{name}");
@@ -490,24 +571,26 @@ fn validate_listener(
         }
         Some(b) => e.check(&format!("{key}.bind"), parse_socket_addr(b)),
     };
-    let protocol = match raw.protocol.as_deref().unwrap_or("tcp") {
-        p => Protocol::ALL
-            .into_iter()
-            .find(|x| x.as_str() == p)
-            .or_else(|| {
-                e.add(
-                    format!("{key}.protocol"),
-                    format!("\"{p}\" is not one of tcp, udp, tls_passthrough, http, https"),
-                );
-                None
-            }),
-    }?;
+    let p = raw.protocol.as_deref().unwrap_or("tcp");
+    let protocol = Protocol::ALL
+        .into_iter()
+        .find(|x| x.as_str() == p)
+        .or_else(|| {
+            e.add(
+                format!("{key}.protocol"),
+                format!("\"{p}\" is not one of tcp, udp, tls_passthrough, http, https"),
+            );
+            None
+        })?;
     if protocol != Protocol::Tcp {
         e.add(
             format!("{key}.protocol"),
             format!("\"{protocol}\" listeners are not supported by this version of Portico yet (supported: tcp)"),
         );
         return None;
+    }
+    if let Some(bind) = bind {
+        binds.push((format!("{key}.bind"), bind, protocol));
     }
     for (present, field) in [
         (raw.routes.is_some(), "routes"),
@@ -589,13 +672,19 @@ fn validate_listener(
 
 /// Two stream listeners (or a listener and the admin server) on one address, or one on a
 /// wildcard address and another on a specific address of the same port, cannot both bind.
-fn check_binds(listeners: &BTreeMap<String, ListenerConfig>, admin: SocketAddr, e: &mut Errors) {
-    let stream: Vec<(String, SocketAddr)> = std::iter::once(("admin.listen".to_owned(), admin))
+fn check_binds(
+    admin: Option<SocketAddr>,
+    binds: &[(String, SocketAddr, Protocol)],
+    e: &mut Errors,
+) {
+    let stream: Vec<(String, SocketAddr)> = admin
+        .map(|a| ("admin.listen".to_owned(), a))
+        .into_iter()
         .chain(
-            listeners
+            binds
                 .iter()
-                .filter(|(_, l)| l.protocol.is_stream())
-                .map(|(n, l)| (format!("listeners.{n}.bind"), l.bind)),
+                .filter(|(_, _, p)| p.is_stream())
+                .map(|(key, addr, _)| (key.clone(), *addr)),
         )
         .collect();
     for (i, (key_a, a)) in stream.iter().enumerate() {

@@ -4,16 +4,31 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use arc_swap::ArcSwap;
 use l4_forwarder::{ConfigSource, TcpListenerConfig};
+use net_core::health::{CheckKey, ProbeKind, ProbeSpec, Subscription, Verdict};
 use net_core::{Backend, BackendKey, Pool};
 
-use crate::config::{Config, Protocol};
+use crate::config::{Config, HealthConfig, HealthKind, Protocol};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub tcp: HashMap<String, Arc<TcpListenerConfig>>,
+}
+
+impl Snapshot {
+    /// Rebuilds the balancer tables of the named pools after their backends' health or
+    /// weight changed.
+    pub fn refresh_pools(&self, names: &[Arc<str>]) {
+        for name in names {
+            if let Some(pool) = self.pools.get(&**name) {
+                pool.refresh();
+            }
+        }
+    }
 }
 
 /// The live backends by (pool, address), so a reload that keeps a backend keeps its state
@@ -25,10 +40,18 @@ pub struct BackendRegistry {
 
 impl BackendRegistry {
     /// Builds a snapshot for `config`, reusing the backends that stay and forgetting those that
-    /// are gone. Config-owned state (weight, drain) is applied to the live backends.
-    pub fn build(&mut self, config: Arc<Config>) -> Snapshot {
+    /// are gone, and the health-check subscriptions it needs. Config-owned state (weight, drain)
+    /// is applied to the live backends; a new backend starts with its check's verdict when that
+    /// check already runs for another pool, else in the pool's initial state. Nothing here
+    /// starts or stops a prober: `HealthChecks::reconcile` does, once the snapshot is published.
+    pub fn build(
+        &mut self,
+        config: Arc<Config>,
+        verdict_of: impl Fn(&CheckKey) -> Option<Verdict>,
+    ) -> (Snapshot, Vec<Subscription>) {
         let mut live = HashMap::new();
         let mut pools = BTreeMap::new();
+        let mut subscriptions = Vec::new();
         for (name, pool) in &config.pools {
             let pool_name: Arc<str> = Arc::from(name.as_str());
             let backends = pool
@@ -39,17 +62,50 @@ impl BackendRegistry {
                         pool: Arc::clone(&pool_name),
                         addr: m.addr,
                     };
-                    let backend = match self.backends.get(&key) {
-                        Some(b) => Arc::clone(b),
-                        None => Arc::new(Backend::new(key.clone(), m.node, m.weight)),
-                    };
+                    let existing = self.backends.get(&key).cloned();
+                    let is_new = existing.is_none();
+                    let backend = existing
+                        .unwrap_or_else(|| Arc::new(Backend::new(key.clone(), m.node, m.weight)));
                     backend.set_configured_weight(m.weight);
                     backend.set_drained(m.drain);
+                    match check_key(&pool.health, m.addr) {
+                        None => {
+                            // No active check (any more): nothing can hold it down.
+                            backend.set_up(true);
+                            backend.set_learned_weight(None);
+                        }
+                        Some(check) => {
+                            let h = &pool.health;
+                            if !h.use_endpoint_weight {
+                                backend.set_learned_weight(None);
+                            }
+                            if is_new {
+                                let verdict = verdict_of(&check).filter(|v| v.up.is_some());
+                                backend.set_up(
+                                    verdict.as_ref().and_then(|v| v.up).unwrap_or(h.initial_up),
+                                );
+                                if h.use_endpoint_weight {
+                                    backend.set_learned_weight(verdict.and_then(|v| v.weight));
+                                }
+                            }
+                            subscriptions.push(Subscription {
+                                key: check,
+                                backend: Arc::clone(&backend),
+                                use_endpoint_weight: h.use_endpoint_weight,
+                            });
+                        }
+                    }
                     live.insert(key, Arc::clone(&backend));
                     backend
                 })
                 .collect();
-            let pool = Pool::new(pool_name, pool.balance, backends, pool.when_all_down);
+            let pool = Pool::new(
+                pool_name,
+                pool.balance,
+                backends,
+                pool.when_all_down,
+                pool.passive,
+            );
             pools.insert(name.clone(), Arc::new(pool));
         }
         self.backends = live;
@@ -69,8 +125,32 @@ impl BackendRegistry {
                 (name.clone(), Arc::new(settings))
             })
             .collect();
-        Snapshot { config, pools, tcp }
+        (Snapshot { config, pools, tcp }, subscriptions)
     }
+}
+
+/// The check a pool's health config asks for on one backend: probed on the backend's address,
+/// at `port` when set (Kubernetes' healthCheckNodePort).
+fn check_key(h: &HealthConfig, backend: SocketAddr) -> Option<CheckKey> {
+    let kind = match h.kind {
+        HealthKind::None => return None,
+        HealthKind::Tcp => ProbeKind::Tcp,
+        HealthKind::Http => ProbeKind::Http {
+            path: h.path.clone(),
+            expect_status: h.expect_status,
+        },
+    };
+    let addr = SocketAddr::new(backend.ip(), h.port.unwrap_or(backend.port()));
+    Some(CheckKey {
+        spec: ProbeSpec {
+            addr,
+            kind,
+            timeout: h.timeout,
+        },
+        interval: h.interval,
+        rise: h.rise,
+        fall: h.fall,
+    })
 }
 
 /// The listeners' view of the current snapshot.

@@ -457,7 +457,13 @@ fn pools_fail_open_with_every_kind() {
         let list = backends(&[0, 1, 1]);
         list[1].set_up(false);
         list[2].set_drained(true);
-        let pool = Pool::new(Arc::from("p"), kind, list, WhenAllDown::TryAll);
+        let pool = Pool::new(
+            Arc::from("p"),
+            kind,
+            list,
+            WhenAllDown::TryAll,
+            Default::default(),
+        );
         pool.refresh();
         // Nothing is available; the weight-0 one and the down one are not drained.
         for k in 0..50 {
