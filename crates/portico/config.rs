@@ -24,6 +24,8 @@ use net_core::proxy_protocol::ProxyVersion;
 
 pub use diff::{ConfigDiff, diff};
 pub use duration::parse_duration;
+pub use raw::RawMember;
+pub use validate::{cluster_members, validate_nodes};
 
 /// Prefix of environment overrides; `__` separates levels:
 /// `PORTICO_LISTENERS__DB__MAX_CONNECTIONS=500` sets `listeners.db.max_connections`.
@@ -46,6 +48,39 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for /api/v1; required when `listen` is not a loopback address.
     pub token_file: Option<PathBuf>,
+    /// The token read from `token_file`.
+    pub token: Option<AdminToken>,
+    /// Require the token for /metrics too. Default: when `listen` is not loopback.
+    pub protect_metrics: bool,
+}
+
+/// The admin bearer token. Never printed; compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(std::sync::Arc<str>);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        Self(std::sync::Arc::from(token))
+    }
+
+    /// Compares in time that depends only on the lengths, not on where the bytes differ.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if expected.len() != candidate.len() {
+            return false;
+        }
+        expected
+            .iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

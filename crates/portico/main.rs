@@ -2,12 +2,15 @@
 //! signals and systemd. The data paths live in the library crates.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod api_state;
 mod cli;
 mod config;
 mod demo;
 mod logging;
 mod supervisor;
 mod systemd;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -61,6 +64,14 @@ fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
         }
     };
     let log = logging::init(&config.log);
+    // Before anything registers a metric handle.
+    let prometheus = match telemetry::install() {
+        Ok(handle) => handle,
+        Err(err) => {
+            eprintln!("portico: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("portico-worker");
     if let Some(n) = config.runtime.worker_threads {
@@ -79,7 +90,8 @@ fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
         } else {
             None
         };
-        supervisor::run(origin, config, log, demo_nodes.is_some()).await
+        telemetry::spawn_upkeep(prometheus.clone());
+        supervisor::run(origin, config, log, prometheus, demo_nodes.is_some()).await
     });
     // Connections past the grace period are cut here, with the runtime.
     runtime.shutdown_background();

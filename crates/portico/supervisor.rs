@@ -1,24 +1,35 @@
-//! The supervisor: owns the snapshot and the registries, binds listeners, and runs the reload
-//! (SIGHUP) and shutdown (SIGTERM/SIGINT) sequences.
+//! The supervisor: owns the snapshot and the long-lived registries (backends, health checks,
+//! listeners), binds the listeners and the admin server, and runs every change one at a time:
+//! SIGHUP reloads, admin API commands, and the shutdown sequence (SIGTERM/SIGINT).
 
+mod commands;
 mod listeners;
 mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
 use net_core::health::{HealthChecks, OnChange};
-use net_core::lifecycle::{self, TaskTracker};
+use net_core::lifecycle::{self, CancellationToken, TaskTracker};
 use net_core::metric_names;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
-use crate::config::{self, Config, ConfigErrors};
+use crate::admin::{self, AdminContext, Command};
+use crate::api_state::ApiState;
+use crate::config::{self, Config, ConfigDiff, ConfigErrors};
 use crate::logging::LogHandle;
 use crate::systemd;
 use listeners::ListenerRegistry;
-use snapshot::{BackendRegistry, Snapshot, SnapshotSource};
+pub use snapshot::Snapshot;
+use snapshot::{BackendRegistry, SnapshotSource};
+
+/// Admin API commands waiting for the supervisor.
+const COMMAND_QUEUE: usize = 64;
 
 /// Where the config comes from, for the first load and every reload.
 pub enum ConfigOrigin {
@@ -35,20 +46,45 @@ impl ConfigOrigin {
     }
 }
 
+/// Why a reload or an API change was not applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The file does not validate: every error.
+    Invalid(ConfigErrors),
+    /// It validated but could not be put in place (a listener cannot bind...).
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Invalid(errors) => write!(f, "{errors}"),
+            ApplyError::Failed(err) => write!(f, "{err:#}"),
+        }
+    }
+}
+
 struct Supervisor {
     origin: ConfigOrigin,
+    /// The validated file config, before the API's changes.
+    file: Arc<Config>,
+    /// The admin API's changes, applied on top of `file`.
+    api: ApiState,
+    /// The effective config's snapshot, read by every connection.
     snapshot: Arc<ArcSwap<Snapshot>>,
     backends: BackendRegistry,
     health: HealthChecks,
     listeners: ListenerRegistry,
     log: LogHandle,
+    ready: Arc<AtomicBool>,
 }
 
 /// Runs until SIGTERM/SIGINT, then drains. Errors only when the first start fails.
 pub async fn run(
     origin: ConfigOrigin,
-    config: Config,
+    file: Config,
     log: LogHandle,
+    prometheus: PrometheusHandle,
     demo: bool,
 ) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -56,10 +92,17 @@ pub async fn run(
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    let config = Arc::new(config);
+    let file = Arc::new(file);
+    let api = ApiState::load(file.runtime.state_dir.as_deref())?;
+    let (effective, notes) = api.apply(&file);
+    for note in notes {
+        tracing::warn!("{note}");
+    }
+    let effective = Arc::new(effective);
+
     let mut backends = BackendRegistry::default();
     // No check has run yet: every backend starts in its pool's initial state.
-    let (first, subscriptions) = backends.build(Arc::clone(&config), |_| None);
+    let (first, subscriptions) = backends.build(Arc::clone(&effective), |_| None);
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
     // Health-check results rebuild the tables of the pools they touch, in whatever snapshot
     // is current when they arrive.
@@ -72,87 +115,155 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let source = Arc::new(SnapshotSource(Arc::clone(&snapshot)));
     let mut listeners = ListenerRegistry::new(source, tracker.clone());
-    let prepared = listeners.prepare(&config)?;
-    listeners.apply(&config, prepared).await?;
+    let prepared = listeners.prepare(&effective)?;
+    listeners.apply(&effective, prepared).await?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+    let admin_stop = CancellationToken::new();
+    let admin_listener = listeners::bind_admin(effective.admin.listen)?;
+    tracing::info!(addr = %admin_listener.local_addr()?, "admin server listening");
+    let ctx = Arc::new(AdminContext {
+        commands: commands_tx,
+        snapshot: Arc::clone(&snapshot),
+        prometheus,
+        ready: Arc::clone(&ready),
+    });
+    tokio::spawn(admin::serve(admin_listener, ctx, admin_stop.clone()));
 
     let mut sup = Supervisor {
         origin,
+        file,
+        api,
         snapshot,
         backends,
         health,
         listeners,
         log,
+        ready: Arc::clone(&ready),
     };
+    ready.store(true, Ordering::Relaxed);
     let status = sup.status_line();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "portico ready: {status}"
     );
     if demo {
-        crate::demo::print_instructions(&config);
+        crate::demo::print_instructions(&effective);
     }
     systemd::ready(&status);
     systemd::spawn_watchdog();
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => sup.reload().await,
+            _ = hangup.recv() => { let _ = sup.reload().await; }
+            Some(command) = commands.recv() => sup.handle(command).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
 
-    systemd::stopping();
-    sup.health.stop_all();
-    let grace = sup.snapshot.load().config.runtime.shutdown_grace;
-    sup.listeners.stop_all().await;
-    let open = tracker.len();
-    tracing::info!(open_connections = open, grace = ?grace, "shutting down: stopped accepting, draining");
-    if lifecycle::drain(&tracker, grace).await {
-        tracing::info!("all connections finished; exiting");
-    } else {
-        tracing::warn!(
-            cut = tracker.len(),
-            "shutdown grace expired; closing the remaining connections"
-        );
-    }
+    sup.shutdown(&tracker, &mut commands).await;
+    admin_stop.cancel();
     Ok(())
 }
 
 impl Supervisor {
-    /// Reloads the config. A config that does not validate, or a listener that cannot bind,
-    /// changes nothing: every error is logged and the old snapshot keeps serving.
-    async fn reload(&mut self) {
+    /// Reloads the config file (SIGHUP or `POST /api/v1/reload`). A file that does not
+    /// validate, or a listener that cannot bind, changes nothing: every error is logged and
+    /// the old snapshot keeps serving.
+    async fn reload(&mut self) -> Result<ConfigDiff, ApplyError> {
         systemd::reloading();
-        let result = self.try_reload().await;
+        let result = match self.origin.load() {
+            Ok(file) => {
+                let mut api = self.api.clone();
+                api.prune(&file);
+                if api != self.api {
+                    self.persist(&api, &file).map_err(ApplyError::Failed)?;
+                }
+                self.apply(Arc::new(file), api)
+                    .await
+                    .map_err(ApplyError::Failed)
+            }
+            Err(errors) => Err(ApplyError::Invalid(errors)),
+        };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(metric_names::CONFIG_RELOADS_TOTAL, "result" => outcome).increment(1);
-        match result {
+        match &result {
             Ok(diff) => tracing::info!(changes = %diff, "reload applied"),
-            Err(err) => tracing::error!("reload failed, keeping the running config: {err:#}"),
+            Err(err) => tracing::error!("reload failed, keeping the running config: {err}"),
         }
         systemd::ready(&self.status_line());
+        result
     }
 
-    async fn try_reload(&mut self) -> anyhow::Result<config::ConfigDiff> {
-        let new = Arc::new(self.origin.load()?);
+    /// Puts `file` with `api` on top in place: listeners first bound (so a bind error changes
+    /// nothing), then the snapshot published in one store, then health checks and listeners
+    /// reconciled.
+    async fn apply(&mut self, file: Arc<Config>, api: ApiState) -> anyhow::Result<ConfigDiff> {
+        let (effective, notes) = api.apply(&file);
+        for note in notes {
+            tracing::warn!("{note}");
+        }
+        let effective = Arc::new(effective);
         let old = Arc::clone(&self.snapshot.load().config);
-        let diff = config::diff(&old, &new);
-        let prepared = self.listeners.prepare(&new)?;
+        let diff = config::diff(&old, &effective);
+        let prepared = self.listeners.prepare(&effective)?;
         let health = &self.health;
-        let (snapshot, subscriptions) =
-            self.backends.build(Arc::clone(&new), |k| health.verdict(k));
+        let (snapshot, subscriptions) = self
+            .backends
+            .build(Arc::clone(&effective), |k| health.verdict(k));
         self.snapshot.store(Arc::new(snapshot));
         self.health.reconcile(subscriptions);
-        self.listeners.apply(&new, prepared).await?;
-        self.log.apply(&new.log);
+        self.listeners.apply(&effective, prepared).await?;
+        self.log.apply(&effective.log);
         for key in &diff.needs_restart {
             tracing::warn!(
                 key,
                 "this setting changed but only takes effect after a restart"
             );
         }
+        self.file = file;
+        self.api = api;
         Ok(diff)
+    }
+
+    /// Writes API state to `runtime.state_dir` (when set) before anything uses it.
+    fn persist(&self, api: &ApiState, file: &Config) -> anyhow::Result<bool> {
+        match &file.runtime.state_dir {
+            Some(dir) => {
+                api.save(dir)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Stops accepting, answers /readyz with 503, drains open connections up to the grace
+    /// period. API commands that arrive meanwhile are refused.
+    async fn shutdown(&mut self, tracker: &TaskTracker, commands: &mut mpsc::Receiver<Command>) {
+        self.ready.store(false, Ordering::Relaxed);
+        systemd::stopping();
+        self.health.stop_all();
+        let grace = self.snapshot.load().config.runtime.shutdown_grace;
+        self.listeners.stop_all().await;
+        tracing::info!(open_connections = tracker.len(), grace = ?grace, "shutting down: stopped accepting, draining");
+        let drained = lifecycle::drain(tracker, grace);
+        tokio::pin!(drained);
+        let finished = loop {
+            tokio::select! {
+                finished = &mut drained => break finished,
+                Some(command) = commands.recv() => commands::refuse(command),
+            }
+        };
+        if finished {
+            tracing::info!("all connections finished; exiting");
+        } else {
+            tracing::warn!(
+                cut = tracker.len(),
+                "shutdown grace expired; closing the remaining connections"
+            );
+        }
     }
 
     fn status_line(&self) -> String {

@@ -117,9 +117,10 @@ async fn connect(
         tried[attempt] = index;
         let backend = pool.backend(index);
         let active = backend.track();
+        let started = tokio::time::Instant::now();
         match connect_one(backend.addr(), config.connect_timeout).await {
             Ok(stream) => {
-                pool.report_connect_success(index);
+                pool.report_connect_success(index, started.elapsed());
                 return Ok((stream, active));
             }
             Err(err) => {

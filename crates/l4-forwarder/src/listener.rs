@@ -73,6 +73,10 @@ impl ListenerShared {
         self.limit.active()
     }
 
+    pub fn max_connections(&self) -> usize {
+        self.limit.max()
+    }
+
     /// Applies a reloaded `max_connections`; open connections above it are left to finish.
     pub fn set_max_connections(&self, max: usize) {
         self.limit.set_max(max);

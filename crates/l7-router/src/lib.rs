@@ -2,3 +2,5 @@
 //! to pools and a pooled upstream client. Not built yet (issue 4); the crate exists so the
 //! workspace has its final shape and the dependency direction is fixed.
 #![forbid(unsafe_code)]
+
+pub mod routes;

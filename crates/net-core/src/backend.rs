@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 
 use crate::clock;
 use crate::metric_names;
@@ -39,6 +39,7 @@ pub struct Backend {
     /// Passive ejection: not picked before this instant (`clock::now_millis`); 0 = not ejected.
     ejected_until_ms: AtomicU64,
     connect_errors: Counter,
+    connect_duration: Histogram,
     active_gauge: Gauge,
     up_gauge: Gauge,
 }
@@ -54,6 +55,8 @@ impl Backend {
         let connect_errors = metrics::counter!(metric_names::BACKEND_CONNECT_ERRORS_TOTAL, &labels);
         let active_gauge = metrics::gauge!(metric_names::BACKEND_CONNECTIONS_ACTIVE, &labels);
         let up_gauge = metrics::gauge!(metric_names::BACKEND_UP, &labels);
+        let connect_duration =
+            metrics::histogram!(metric_names::BACKEND_CONNECT_DURATION_SECONDS, &labels);
         up_gauge.set(1.0);
         Self {
             key,
@@ -66,6 +69,7 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             connect_errors,
+            connect_duration,
             active_gauge,
             up_gauge,
         }
@@ -153,8 +157,9 @@ impl Backend {
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// A connect attempt succeeded: passive health forgets earlier failures.
-    pub fn record_connect_success(&self) {
+    /// A connect attempt succeeded after `elapsed`: passive health forgets earlier failures.
+    pub fn record_connect_success(&self, elapsed: std::time::Duration) {
+        self.connect_duration.record(elapsed.as_secs_f64());
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
@@ -246,7 +251,7 @@ mod tests {
         assert_eq!(b.record_connect_failure(), 2);
         b.eject_for(60_000);
         assert!(b.is_ejected());
-        b.record_connect_success();
+        b.record_connect_success(std::time::Duration::ZERO);
         assert!(!b.is_ejected());
         assert_eq!(b.consecutive_failures(), 0);
     }

@@ -12,6 +12,8 @@ pub const CONNECTIONS_REJECTED_TOTAL: &str = "portico_connections_rejected_total
 pub const BACKEND_UP: &str = "portico_backend_up";
 /// Gauge, labels `pool`, `backend`.
 pub const BACKEND_CONNECTIONS_ACTIVE: &str = "portico_backend_connections_active";
+/// Histogram, labels `pool`, `backend`: time to establish a connection to the backend.
+pub const BACKEND_CONNECT_DURATION_SECONDS: &str = "portico_backend_connect_duration_seconds";
 /// Counter, labels `pool`, `backend`.
 pub const BACKEND_CONNECT_ERRORS_TOTAL: &str = "portico_backend_connect_errors_total";
 /// Counter, labels `listener`, `route`, `code`.

@@ -136,13 +136,14 @@ impl Pool {
         }
     }
 
-    /// A connect to backend `index` succeeded: passive health forgets its failures.
-    pub fn report_connect_success(&self, index: usize) {
+    /// A connect to backend `index` succeeded after `elapsed`: passive health forgets its
+    /// failures.
+    pub fn report_connect_success(&self, index: usize, elapsed: Duration) {
         let backend = &self.backends[index];
         if backend.consecutive_failures() >= self.passive.failures.max(1) {
             tracing::info!(pool = %self.name, backend = %backend.addr(), "backend answers again; ejection over");
         }
-        backend.record_connect_success();
+        backend.record_connect_success(elapsed);
     }
 
     /// Rebuilds weight- and health-derived balancer tables after backend state changed.

@@ -30,6 +30,8 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Require the token for /metrics too (default: only when `listen` is not loopback).
+    pub protect_metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,8 +21,26 @@ use net_core::pool::PassiveHealth;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// Configs in these tests name `/etc/portico/admin.token`; it is read at validation, so they
+/// get a real token file instead.
+const TOKEN_PATH_IN_TESTS: &str = "/etc/portico/admin.token";
+const TEST_TOKEN: &str = "0123456789abcdef-test-token";
+
+fn token_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("portico-config-test-{}.token", std::process::id()));
+        std::fs::write(&path, format!("{TEST_TOKEN}\n")).unwrap();
+        path.display().to_string()
+    })
+}
+
 fn load(toml: &str) -> Result<Config, ConfigErrors> {
-    load_str(toml, "test.toml")
+    load_str(
+        &toml.replace(TOKEN_PATH_IN_TESTS, token_path()),
+        "test.toml",
+    )
 }
 
 #[track_caller]
@@ -170,7 +188,9 @@ fn full_config_becomes_the_typed_model() {
     let c = ok(FULL);
     let admin = AdminConfig {
         listen: addr("127.0.0.1:9901"),
-        token_file: Some(PathBuf::from("/etc/portico/admin.token")),
+        token_file: Some(PathBuf::from(token_path())),
+        token: Some(AdminToken::new(TEST_TOKEN)),
+        protect_metrics: false,
     };
     assert_eq!(c.admin, admin);
     let runtime = RuntimeConfig {
@@ -277,6 +297,8 @@ pool = "db"
     let admin = AdminConfig {
         listen: addr("127.0.0.1:9900"),
         token_file: None,
+        token: None,
+        protect_metrics: false,
     };
     assert_eq!(c.admin, admin);
     let runtime = RuntimeConfig {
@@ -1310,4 +1332,52 @@ max_ejection = "1s"
     ] {
         assert!(keys.contains(&key), "{key} missing from {errors:?}");
     }
+}
+
+#[test]
+fn admin_token_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "abc").unwrap();
+    let missing = dir.path().join("missing.token");
+    for (path, fragment) in [
+        (&short, "at least 16 characters"),
+        (&missing, "cannot read"),
+    ] {
+        let text = format!(
+            "[admin]\nlisten = \"0.0.0.0:9900\"\ntoken_file = \"{}\"\n",
+            path.display()
+        );
+        let errors = load(&text).unwrap_err().errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "admin.token_file");
+        assert!(errors[0].message.contains(fragment), "{errors:?}");
+    }
+    // A public admin address protects /metrics by default; loopback does not, unless asked.
+    let public =
+        ok("[admin]\nlisten = \"0.0.0.0:9900\"\ntoken_file = \"/etc/portico/admin.token\"\n");
+    assert!(public.admin.protect_metrics);
+    assert!(
+        public
+            .admin
+            .token
+            .as_ref()
+            .unwrap()
+            .matches(TEST_TOKEN.as_bytes())
+    );
+    assert!(
+        !public
+            .admin
+            .token
+            .as_ref()
+            .unwrap()
+            .matches(b"0123456789abcdef-test-tokem")
+    );
+    assert!(!public.admin.token.as_ref().unwrap().matches(b"short"));
+    assert_eq!(
+        format!("{:?}", public.admin.token),
+        "Some(AdminToken(<redacted>))"
+    );
+    let local = ok("[admin]\nprotect_metrics = true\n");
+    assert!(local.admin.protect_metrics);
 }

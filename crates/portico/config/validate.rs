@@ -12,12 +12,14 @@ use net_core::proxy_protocol::ProxyVersion;
 
 use super::raw::{RawCluster, RawConfig, RawHealth, RawListener, RawMember, RawPassive, RawPool};
 use super::{
-    AdminConfig, ClusterConfig, Config, ConfigError, HealthConfig, HealthKind, ListenerConfig,
-    LogConfig, LogFormat, MemberConfig, NodeConfig, PoolConfig, PoolSource, Protocol,
-    RuntimeConfig, parse_duration,
+    AdminConfig, AdminToken, ClusterConfig, Config, ConfigError, HealthConfig, HealthKind,
+    ListenerConfig, LogConfig, LogFormat, MemberConfig, NodeConfig, PoolConfig, PoolSource,
+    Protocol, RuntimeConfig, parse_duration,
 };
 
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
+/// Shortest admin token accepted: a guessable token is no protection.
+pub const MIN_TOKEN_LEN: usize = 16;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -121,9 +123,37 @@ fn validate_admin(raw: &RawConfig, e: &mut Errors) -> Option<AdminConfig> {
             ),
         );
     }
+    let token = match &raw.admin.token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().len() >= MIN_TOKEN_LEN => Some(AdminToken::new(text.trim())),
+            Ok(_) => {
+                e.add(
+                    "admin.token_file",
+                    format!(
+                        "{}: the token must be at least {MIN_TOKEN_LEN} characters",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Err(err) => {
+                e.add(
+                    "admin.token_file",
+                    format!("cannot read {}: {err}", path.display()),
+                );
+                return None;
+            }
+        },
+    };
     Some(AdminConfig {
         listen,
         token_file: raw.admin.token_file.clone(),
+        token,
+        protect_metrics: raw
+            .admin
+            .protect_metrics
+            .unwrap_or(!listen.ip().is_loopback()),
     })
 }
 
@@ -186,6 +216,27 @@ fn validate_log(raw: &RawConfig, e: &mut Errors) -> Option<LogConfig> {
         format: format?,
         access_log: l.access_log.unwrap_or(true),
     })
+}
+
+/// Validates a cluster's node list given outside the file (the admin API's
+/// `PUT /api/v1/clusters/{cluster}/nodes`), with the same rules as the file's `nodes`.
+pub fn validate_nodes(
+    cluster: &str,
+    nodes: Vec<RawMember>,
+) -> Result<ClusterConfig, Vec<ConfigError>> {
+    let mut e = Errors::default();
+    if nodes.is_empty() {
+        e.add(
+            format!("clusters.{cluster}.nodes"),
+            "the list is empty; every pool of the cluster would be empty",
+        );
+        return Err(e.0);
+    }
+    let raw = RawCluster { nodes };
+    match validate_cluster(cluster, &raw, &mut e) {
+        Some(c) if e.0.is_empty() => Ok(c),
+        _ => Err(e.0),
+    }
 }
 
 fn validate_cluster(name: &str, raw: &RawCluster, e: &mut Errors) -> Option<ClusterConfig> {

@@ -163,6 +163,38 @@ impl ListenerRegistry {
     }
 }
 
+/// One listener's state, for the status API.
+pub struct ListenerStatus {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub local: SocketAddr,
+    pub protocol: Protocol,
+    pub active: usize,
+    pub max: usize,
+}
+
+impl ListenerRegistry {
+    pub fn status(&self) -> Vec<ListenerStatus> {
+        self.entries
+            .iter()
+            .map(|(name, e)| ListenerStatus {
+                name: name.clone(),
+                bind: e.bind,
+                local: e.local,
+                protocol: e.protocol,
+                active: e.shared.active_connections(),
+                max: e.shared.max_connections(),
+            })
+            .collect()
+    }
+}
+
+/// Binds the admin server's socket.
+pub fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = bind_tcp(addr).with_context(|| format!("admin.listen: cannot bind {addr}"))?;
+    Ok(tokio::net::TcpListener::from_std(socket)?)
+}
+
 fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;

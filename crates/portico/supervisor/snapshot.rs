@@ -131,7 +131,7 @@ impl BackendRegistry {
 
 /// The check a pool's health config asks for on one backend: probed on the backend's address,
 /// at `port` when set (Kubernetes' healthCheckNodePort).
-fn check_key(h: &HealthConfig, backend: SocketAddr) -> Option<CheckKey> {
+pub(super) fn check_key(h: &HealthConfig, backend: SocketAddr) -> Option<CheckKey> {
     let kind = match h.kind {
         HealthKind::None => return None,
         HealthKind::Tcp => ProbeKind::Tcp,
