@@ -1,5 +1,6 @@
 //! Command line (a contract: DESIGN.md "CLI").
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -35,4 +36,37 @@ pub enum Command {
     Check,
     /// Run the embedded demo: three loopback "nodes" and Portico balancing across them.
     Demo,
+    /// Talk to a running Portico through its admin API.
+    Ctl {
+        /// Admin server address (default: admin.listen from the config file).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// File holding the admin token (default: admin.token_file from the config file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Listeners, pools with every backend's state, clusters.
+    Status,
+    /// Reload the config file (like SIGHUP); prints the changes or every error.
+    Reload,
+    /// Take a node out of every pool: no new connections, open ones finish.
+    Drain {
+        /// The node's address as listed in its cluster.
+        node: String,
+        /// Only in this cluster (default: every cluster that lists the node).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Put a drained node back into its pools.
+    Enable {
+        node: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
 }

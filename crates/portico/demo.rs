@@ -87,5 +87,10 @@ pub fn print_instructions(config: &Config) {
         println!("  Maglev: the same client always reaches the same node:");
         println!("    for i in 1 2 3; do curl -s http://{sticky}/; done\n");
     }
+    let admin = config.admin.listen;
+    println!("  Status page: http://{admin}/   (or: portico ctl --admin {admin} status)");
+    println!("  Take node 2 out of every pool, then put it back:");
+    println!("    portico ctl --admin {admin} drain 127.0.0.2");
+    println!("    portico ctl --admin {admin} enable 127.0.0.2\n");
     println!("Ctrl-C drains and stops.\n");
 }

@@ -6,6 +6,7 @@ mod admin;
 mod api_state;
 mod cli;
 mod config;
+mod ctl;
 mod demo;
 mod logging;
 mod supervisor;
@@ -20,8 +21,12 @@ use crate::cli::{Cli, Command};
 use crate::supervisor::ConfigOrigin;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
+    let mut cli = Cli::parse();
+    match cli
+        .command
+        .take()
+        .unwrap_or(Command::Run { upgrade: false })
+    {
         Command::Check => check(&cli.config),
         Command::Run { upgrade } => {
             if upgrade {
@@ -33,6 +38,32 @@ fn main() -> ExitCode {
             serve(ConfigOrigin::File(cli.config), false)
         }
         Command::Demo => serve(ConfigOrigin::Embedded(demo::DEMO_CONFIG), true),
+        Command::Ctl {
+            admin,
+            token_file,
+            command,
+        } => ctl(&cli.config, admin, token_file, &command),
+    }
+}
+
+fn ctl(
+    config: &std::path::Path,
+    admin: Option<std::net::SocketAddr>,
+    token_file: Option<std::path::PathBuf>,
+    command: &cli::CtlCommand,
+) -> ExitCode {
+    let result = ctl::Target::resolve(config, admin, token_file).and_then(|target| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(ctl::run(&target, command))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("portico ctl: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
