@@ -4,6 +4,7 @@
 
 mod diff;
 mod duration;
+mod http;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use net_core::proxy_protocol::ProxyVersion;
 
 pub use diff::{ConfigDiff, diff};
 pub use duration::parse_duration;
+pub use http::{DEFAULT_RETRIES, DEFAULT_ROUTE_TIMEOUT};
 pub use raw::RawMember;
 pub use validate::{cluster_members, validate_nodes};
 
@@ -139,6 +141,19 @@ pub struct PoolConfig {
     pub health: HealthConfig,
     /// Passive health: eject a backend after consecutive connect failures.
     pub passive: PassiveHealth,
+    /// How http listeners talk to this pool's backends.
+    pub http: PoolHttpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolHttpConfig {
+    /// HTTP/2 with prior knowledge (h2c) to the backends, for gRPC. Default HTTP/1.1.
+    pub http2: bool,
+    /// Idle pooled connections are closed after this long (keep it below the backends' own
+    /// keep-alive timeout). Default 30s.
+    pub keepalive_timeout: Duration,
+    /// Idle pooled connections kept per backend. Default 64.
+    pub max_idle: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,12 +234,82 @@ impl fmt::Display for Protocol {
 pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub protocol: Protocol,
-    pub pool: String,
+    /// tcp: the pool (always set). http/https: the pool for requests no route matches.
+    pub pool: Option<String>,
     pub proxy_protocol: Option<ProxyVersion>,
     pub accept_proxy_protocol: bool,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// http and https listeners only.
+    pub http: Option<HttpListenerSpec>,
+}
+
+/// An http or https listener's own settings.
+#[derive(Debug, Clone)]
+pub struct HttpListenerSpec {
+    pub routes: Vec<RouteConfig>,
+    /// The compiled route table (targets are indexes into `routes`; the listener's default
+    /// pool, when set, is index `routes.len()`).
+    pub table: std::sync::Arc<l7_router::routes::RouteTable<usize>>,
+    /// https: the certificates, loaded and checked.
+    pub certificates: Vec<CertificateConfig>,
+    pub redirect_https: bool,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub forwarded: bool,
+    pub request_id: Option<::http::HeaderName>,
+}
+
+impl PartialEq for HttpListenerSpec {
+    /// The table is compiled from `routes`: comparing the routes compares it.
+    fn eq(&self, other: &Self) -> bool {
+        self.routes == other.routes
+            && self.certificates == other.certificates
+            && self.redirect_https == other.redirect_https
+            && self.max_header_bytes == other.max_header_bytes
+            && self.max_headers == other.max_headers
+            && self.header_timeout == other.header_timeout
+            && self.max_concurrent_streams == other.max_concurrent_streams
+            && self.forwarded == other.forwarded
+            && self.request_id == other.request_id
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub methods: Vec<String>,
+    pub headers: Vec<(String, String)>,
+    pub pool: String,
+    /// From the start of the request to the backend's response headers. Default 60s.
+    pub timeout: Duration,
+    pub max_body_bytes: Option<u64>,
+    /// Extra attempts on other backends for idempotent requests that reached none. Default 2.
+    pub retries: u32,
+}
+
+/// A certificate chain and key, as read from their files at validation.
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub loaded: l7_router::tls::LoadedCert,
+    /// The files' bytes, so a reload notices a renewed certificate.
+    pub fingerprint: (Vec<u8>, Vec<u8>),
+}
+
+impl PartialEq for CertificateConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file
+            && self.key_file == other.key_file
+            && self.fingerprint == other.fingerprint
+    }
 }
 
 /// One problem in the config, naming the key it is about.

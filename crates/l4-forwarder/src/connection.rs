@@ -120,7 +120,7 @@ async fn connect(
         let started = tokio::time::Instant::now();
         match connect_one(backend.addr(), config.connect_timeout).await {
             Ok(stream) => {
-                pool.report_connect_success(index, started.elapsed());
+                pool.report_connect_success(index, Some(started.elapsed()));
                 return Ok((stream, active));
             }
             Err(err) => {

@@ -1,6 +1,78 @@
-//! Portico's L7 data path: HTTP/1.1 and HTTP/2 listeners with TLS termination, host/path routing
-//! to pools and a pooled upstream client. Not built yet (issue 4); the crate exists so the
-//! workspace has its final shape and the dependency direction is fixed.
+//! Portico's L7 data path: HTTP/1.1 and HTTP/2 listeners (h2 by ALPN on https, h2c by prior
+//! knowledge on http) with TLS termination, host/path routing to pools and pooled upstream
+//! clients.
+//!
+//! Like the L4 forwarder, the crate never reads files or binds from config: the daemon hands
+//! [`serve`] an already-bound listener, a [`ConfigSource`] that yields the current snapshot's
+//! settings (loaded once per request, so a reload applies to the next request even on a
+//! kept-alive HTTP/2 connection), a stop signal and the task tracker that shutdown waits on.
 #![forbid(unsafe_code)]
 
+mod body;
+mod headers;
+mod metrics;
+mod proxy;
 pub mod routes;
+mod server;
+pub mod tls;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use net_core::Pool;
+
+pub use metrics::RouteMetrics;
+pub use server::{HttpListenerShared, serve};
+pub use upstream::{Upstream, UpstreamSettings};
+
+/// Where a route sends requests, with its per-route policy.
+#[derive(Debug)]
+pub struct RouteTarget {
+    /// The route's name in metrics and logs.
+    pub name: Arc<str>,
+    pub pool: Arc<Pool>,
+    /// The pool's pooled client (long-lived: it outlives snapshots with its connections).
+    pub upstream: Arc<Upstream>,
+    /// From the start of the request to the backend's response headers.
+    pub timeout: Duration,
+    /// Largest request body; larger is refused with 413.
+    pub max_body_bytes: Option<u64>,
+    /// Extra attempts on other backends for idempotent requests that never reached one.
+    pub retries: u32,
+    pub metrics: RouteMetrics,
+}
+
+/// An http/https listener's settings as one snapshot sees them.
+#[derive(Debug)]
+pub struct HttpListenerConfig {
+    /// Compiled once at config validation; a route's target is an index into `targets`.
+    pub routes: Arc<routes::RouteTable<usize>>,
+    pub targets: Box<[Arc<RouteTarget>]>,
+    /// `Some` on https listeners: certificates chosen by SNI, ALPN h2 + http/1.1.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Answer every request with a 308 to the same URL on https.
+    pub redirect_https: bool,
+    /// Request line + headers, at most.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// How long a client may take to send a request's headers (slowloris); also how long a
+    /// kept-alive HTTP/1.1 connection may sit idle before its next request.
+    pub header_timeout: Duration,
+    /// HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Add an RFC 7239 `Forwarded` header besides the X-Forwarded-* ones.
+    pub forwarded: bool,
+    /// Generate this header with a random id when the request has none.
+    pub request_id: Option<HeaderName>,
+    /// One log line per request (target `access`).
+    pub access_log: bool,
+}
+
+/// Where a listener finds its current settings: the daemon implements it over its snapshot.
+pub trait ConfigSource: Send + Sync + 'static {
+    /// The settings of http listener `name` in the current snapshot, or None when it is being
+    /// removed.
+    fn http_listener(&self, name: &str) -> Option<Arc<HttpListenerConfig>>;
+}

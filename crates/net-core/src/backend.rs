@@ -157,9 +157,12 @@ impl Backend {
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// A connect attempt succeeded after `elapsed`: passive health forgets earlier failures.
-    pub fn record_connect_success(&self, elapsed: std::time::Duration) {
-        self.connect_duration.record(elapsed.as_secs_f64());
+    /// A connect attempt succeeded (after `elapsed`, when timed): passive health forgets
+    /// earlier failures.
+    pub fn record_connect_success(&self, elapsed: Option<std::time::Duration>) {
+        if let Some(elapsed) = elapsed {
+            self.connect_duration.record(elapsed.as_secs_f64());
+        }
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
@@ -251,7 +254,7 @@ mod tests {
         assert_eq!(b.record_connect_failure(), 2);
         b.eject_for(60_000);
         assert!(b.is_ejected());
-        b.record_connect_success(std::time::Duration::ZERO);
+        b.record_connect_success(None);
         assert!(!b.is_ejected());
         assert_eq!(b.consecutive_failures(), 0);
     }

@@ -136,9 +136,9 @@ impl Pool {
         }
     }
 
-    /// A connect to backend `index` succeeded after `elapsed`: passive health forgets its
-    /// failures.
-    pub fn report_connect_success(&self, index: usize, elapsed: Duration) {
+    /// A connect to backend `index` succeeded (after `elapsed`, when the caller timed it):
+    /// passive health forgets its failures.
+    pub fn report_connect_success(&self, index: usize, elapsed: Option<Duration>) {
         let backend = &self.backends[index];
         if backend.consecutive_failures() >= self.passive.failures.max(1) {
             tracing::info!(pool = %self.name, backend = %backend.addr(), "backend answers again; ejection over");

@@ -68,6 +68,12 @@ pub struct RawPool {
     pub when_all_down: Option<String>,
     pub health: Option<RawHealth>,
     pub passive: Option<RawPassive>,
+    /// HTTP listeners: speak HTTP/2 (h2c) to the backends (gRPC).
+    pub http2: Option<bool>,
+    /// HTTP listeners: close idle pooled backend connections after this long.
+    pub keepalive_timeout: Option<String>,
+    /// HTTP listeners: idle pooled connections kept per backend.
+    pub max_idle: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,13 +130,40 @@ pub struct RawListener {
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<i64>,
-    // Keys of the L7 and TLS-passthrough listeners (DESIGN.md). They parse so that a config
-    // written for them gets a precise "not supported yet" error rather than "unknown field".
-    pub routes: Option<Vec<figment::value::Value>>,
-    pub certificates: Option<Vec<figment::value::Value>>,
+    // http and https listeners.
+    pub routes: Option<Vec<RawRoute>>,
+    pub certificates: Option<Vec<RawCertificate>>,
     pub max_header_bytes: Option<i64>,
     pub max_headers: Option<i64>,
     pub header_timeout: Option<String>,
+    pub redirect_https: Option<bool>,
+    pub max_concurrent_streams: Option<i64>,
+    pub forwarded: Option<bool>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// tls_passthrough routes (not supported yet): parsed for a precise error.
+    pub sni: Option<String>,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub pool: Option<String>,
+    pub timeout: Option<String>,
+    pub max_body_bytes: Option<i64>,
+    pub retries: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl<'de> Deserialize<'de> for RawMember {

@@ -111,6 +111,14 @@ fn member(address: &str, node: Option<&str>, weight: u32, drain: bool) -> Member
     }
 }
 
+fn default_pool_http() -> PoolHttpConfig {
+    PoolHttpConfig {
+        http2: false,
+        keepalive_timeout: Duration::from_secs(30),
+        max_idle: 64,
+    }
+}
+
 fn default_health() -> HealthConfig {
     HealthConfig {
         kind: HealthKind::None,
@@ -241,6 +249,7 @@ fn full_config_becomes_the_typed_model() {
             use_endpoint_weight: true,
         },
         passive: PassiveHealth::default(),
+        http: default_pool_http(),
     };
     assert_eq!(c.pools["web"], web);
     let db = PoolConfig {
@@ -254,23 +263,25 @@ fn full_config_becomes_the_typed_model() {
         ],
         health: default_health(),
         passive: PassiveHealth::default(),
+        http: default_pool_http(),
     };
     assert_eq!(c.pools["db"], db);
 
     let postgres = ListenerConfig {
         bind: addr("0.0.0.0:5432"),
         protocol: Protocol::Tcp,
-        pool: "db".into(),
+        pool: Some("db".into()),
         proxy_protocol: Some(ProxyVersion::V2),
         accept_proxy_protocol: true,
         connect_timeout: Duration::from_millis(250),
         idle_timeout: Duration::from_secs(5400),
         max_connections: 500,
+        http: None,
     };
     assert_eq!(c.listeners["postgres"], postgres);
     let web = ListenerConfig {
         bind: addr("[::]:8080"),
-        pool: "web".into(),
+        pool: Some("web".into()),
         proxy_protocol: Some(ProxyVersion::V1),
         accept_proxy_protocol: false,
         connect_timeout: Duration::from_secs(3),
@@ -322,17 +333,19 @@ pool = "db"
         members: vec![member("10.1.0.5:5432", None, 1, false)],
         health: default_health(),
         passive: PassiveHealth::default(),
+        http: default_pool_http(),
     };
     assert_eq!(c.pools["db"], db);
     let listener = ListenerConfig {
         bind: addr("127.0.0.1:5432"),
         protocol: Protocol::Tcp,
-        pool: "db".into(),
+        pool: Some("db".into()),
         proxy_protocol: None,
         accept_proxy_protocol: false,
         connect_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(3600),
         max_connections: 10_000,
+        http: None,
     };
     assert_eq!(c.listeners["db"], listener);
 
@@ -883,14 +896,13 @@ fn listeners_not_supported_yet() {
     // Their keys parse, so a config written for them gets one precise error per listener.
     check_cases(
         r##"
-=== http, https, udp, tls_passthrough
+=== https with unreadable certificates, udp, tls_passthrough
 [pools.db]
 servers = ["10.1.0.5:5432"]
 [listeners.a]
 bind = "127.0.0.1:8080"
 protocol = "http"
 pool = "db"
-# -> listeners.a.protocol: "http" listeners are not supported by this version of Portico yet (supported: tcp)
 [listeners.b]
 bind = "127.0.0.1:8443"
 protocol = "https"
@@ -899,7 +911,7 @@ max_header_bytes = 32768
 max_headers = 100
 header_timeout = "10s"
 routes = [{ host = "api.example.com", path_prefix = "/v1", pool = "db" }]
-# -> listeners.b.protocol: "https" listeners are not supported
+# -> listeners.b.certificates.0.cert: cannot read /etc/portico/tls/site.crt
 [listeners.c]
 bind = "127.0.0.1:5353"
 protocol = "udp"

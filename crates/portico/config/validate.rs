@@ -13,8 +13,8 @@ use net_core::proxy_protocol::ProxyVersion;
 use super::raw::{RawCluster, RawConfig, RawHealth, RawListener, RawMember, RawPassive, RawPool};
 use super::{
     AdminConfig, AdminToken, ClusterConfig, Config, ConfigError, HealthConfig, HealthKind,
-    ListenerConfig, LogConfig, LogFormat, MemberConfig, NodeConfig, PoolConfig, PoolSource,
-    Protocol, RuntimeConfig, parse_duration,
+    ListenerConfig, LogConfig, LogFormat, MemberConfig, NodeConfig, PoolConfig, PoolHttpConfig,
+    PoolSource, Protocol, RuntimeConfig, parse_duration,
 };
 
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
@@ -26,6 +26,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const MAX_MAX_CONNECTIONS: i64 = 10_000_000;
 pub const DEFAULT_WEIGHT: u32 = 1;
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_IDLE: usize = 64;
 pub const MAX_WEIGHT: i64 = 1_000;
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,10 +36,10 @@ pub const DEFAULT_FALL: u32 = 3;
 
 /// Collects errors while validation goes on.
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(pub(super) Vec<ConfigError>);
 
 impl Errors {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             key: key.into(),
             message: message.into(),
@@ -45,7 +47,7 @@ impl Errors {
     }
 
     /// Unwraps `r`, recording its error under `key`.
-    fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
         r.map_err(|m| self.add(key, m)).ok()
     }
 }
@@ -323,6 +325,23 @@ fn validate_pool(
     };
     let health = validate_health(&key, raw.health.as_ref(), e);
     let passive = validate_passive(&key, raw.passive.as_ref(), e);
+    let keepalive_timeout = positive_duration(
+        e,
+        &format!("{key}.keepalive_timeout"),
+        &raw.keepalive_timeout,
+        DEFAULT_KEEPALIVE_TIMEOUT,
+    );
+    let max_idle = match raw.max_idle {
+        None => Some(DEFAULT_MAX_IDLE),
+        Some(n) if (0..=100_000).contains(&n) => Some(n as usize),
+        Some(n) => {
+            e.add(
+                format!("{key}.max_idle"),
+                format!("{n} is out of range (0 to 100000)"),
+            );
+            None
+        }
+    };
 
     let (source, members) = match (&raw.servers, &raw.cluster) {
         (Some(_), Some(_)) => {
@@ -396,6 +415,11 @@ fn validate_pool(
         members,
         health: health?,
         passive: passive?,
+        http: PoolHttpConfig {
+            http2: raw.http2.unwrap_or(false),
+            keepalive_timeout: keepalive_timeout?,
+            max_idle: max_idle?,
+        },
     })
 }
 
@@ -633,31 +657,53 @@ fn validate_listener(
             );
             None
         })?;
-    if protocol != Protocol::Tcp {
+    if matches!(protocol, Protocol::Udp | Protocol::TlsPassthrough) {
         e.add(
             format!("{key}.protocol"),
-            format!("\"{protocol}\" listeners are not supported by this version of Portico yet (supported: tcp)"),
+            format!("\"{protocol}\" listeners are not supported by this version of Portico yet (supported: tcp, http, https)"),
         );
         return None;
     }
     if let Some(bind) = bind {
         binds.push((format!("{key}.bind"), bind, protocol));
     }
-    for (present, field) in [
-        (raw.routes.is_some(), "routes"),
-        (raw.certificates.is_some(), "certificates"),
-        (raw.max_header_bytes.is_some(), "max_header_bytes"),
-        (raw.max_headers.is_some(), "max_headers"),
-        (raw.header_timeout.is_some(), "header_timeout"),
-    ] {
+    let is_http = matches!(protocol, Protocol::Http | Protocol::Https);
+    let not_for = |present: bool, field: &str, e: &mut Errors| {
         if present {
             e.add(
                 format!("{key}.{field}"),
                 format!("not a key of a \"{protocol}\" listener"),
             );
         }
+    };
+    if is_http {
+        not_for(raw.proxy_protocol.is_some(), "proxy_protocol", e);
+        not_for(
+            raw.accept_proxy_protocol.is_some(),
+            "accept_proxy_protocol",
+            e,
+        );
+        not_for(raw.idle_timeout.is_some(), "idle_timeout", e);
+    } else {
+        for (present, field) in [
+            (raw.routes.is_some(), "routes"),
+            (raw.certificates.is_some(), "certificates"),
+            (raw.max_header_bytes.is_some(), "max_header_bytes"),
+            (raw.max_headers.is_some(), "max_headers"),
+            (raw.header_timeout.is_some(), "header_timeout"),
+            (raw.redirect_https.is_some(), "redirect_https"),
+            (
+                raw.max_concurrent_streams.is_some(),
+                "max_concurrent_streams",
+            ),
+            (raw.forwarded.is_some(), "forwarded"),
+            (raw.request_id.is_some(), "request_id"),
+        ] {
+            not_for(present, field, e);
+        }
     }
     let pool = match &raw.pool {
+        None if is_http => Some(None),
         None => {
             e.add(
                 format!("{key}.pool"),
@@ -669,7 +715,7 @@ fn validate_listener(
             e.add(format!("{key}.pool"), format!("no pool named \"{p}\""));
             None
         }
-        Some(p) => Some(p.clone()),
+        Some(p) => Some(Some(p.clone())),
     };
     let proxy_protocol = match raw.proxy_protocol.as_deref().unwrap_or("none") {
         "none" => Some(None),
@@ -706,6 +752,13 @@ fn validate_listener(
             None
         }
     };
+    let http = if is_http {
+        let default_pool = pool.clone().flatten();
+        super::http::validate_http(&key, protocol, raw, config, default_pool.as_deref(), e)
+            .map(Some)
+    } else {
+        Some(None)
+    };
     if e.0.len() > errors_before {
         return None;
     }
@@ -718,6 +771,7 @@ fn validate_listener(
         connect_timeout: connect_timeout?,
         idle_timeout: idle_timeout?,
         max_connections: max_connections?,
+        http: http?,
     })
 }
 
@@ -770,7 +824,7 @@ fn port(e: &mut Errors, key: &str, p: i64) -> Option<u16> {
     }
 }
 
-fn duration_or(
+pub(super) fn duration_or(
     e: &mut Errors,
     key: &str,
     raw: &Option<String>,
@@ -782,7 +836,7 @@ fn duration_or(
     }
 }
 
-fn positive_duration(
+pub(super) fn positive_duration(
     e: &mut Errors,
     key: &str,
     raw: &Option<String>,

@@ -9,10 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use l4_forwarder::{ConfigSource, ListenerShared};
+use l4_forwarder::ListenerShared;
+use l7_router::HttpListenerShared;
 use net_core::lifecycle::{CancellationToken, TaskTracker};
 use socket2::{Domain, Socket, Type};
 
+use super::snapshot::SnapshotSource;
 use crate::config::{Config, ListenerConfig, Protocol};
 
 /// Pending connections the kernel queues per listener before Portico accepts them.
@@ -27,9 +29,62 @@ struct Entry {
     /// A duplicate of the accept loop's socket, so it can be handed to a listener that takes
     /// the address over under another name.
     socket: std::net::TcpListener,
-    shared: Arc<ListenerShared>,
+    shared: Shared,
     stop: CancellationToken,
     accept_loop: tokio::task::JoinHandle<()>,
+}
+
+/// A listener's long-lived state, by data path.
+#[derive(Clone)]
+enum Shared {
+    Tcp(Arc<ListenerShared>),
+    Http(Arc<HttpListenerShared>),
+}
+
+impl Shared {
+    fn new(name: &str, l: &ListenerConfig) -> Shared {
+        match l.protocol {
+            Protocol::Http | Protocol::Https => {
+                Shared::Http(HttpListenerShared::new(name, l.max_connections))
+            }
+            _ => Shared::Tcp(ListenerShared::new(name, l.max_connections)),
+        }
+    }
+
+    fn fits(&self, protocol: Protocol) -> bool {
+        matches!(
+            (self, protocol),
+            (Shared::Http(_), Protocol::Http | Protocol::Https) | (Shared::Tcp(_), Protocol::Tcp)
+        )
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Shared::Tcp(s) => s.name(),
+            Shared::Http(s) => s.name(),
+        }
+    }
+
+    fn active(&self) -> usize {
+        match self {
+            Shared::Tcp(s) => s.active_connections(),
+            Shared::Http(s) => s.active_connections(),
+        }
+    }
+
+    fn max(&self) -> usize {
+        match self {
+            Shared::Tcp(s) => s.max_connections(),
+            Shared::Http(s) => s.max_connections(),
+        }
+    }
+
+    fn set_max(&self, max: usize) {
+        match self {
+            Shared::Tcp(s) => s.set_max_connections(max),
+            Shared::Http(s) => s.set_max_connections(max),
+        }
+    }
 }
 
 impl Entry {
@@ -44,17 +99,17 @@ impl Entry {
 
 /// Sockets bound for a reload that has not been applied yet. Dropping it closes them.
 pub struct Prepared {
-    fresh: BTreeMap<String, (std::net::TcpListener, Arc<ListenerShared>)>,
+    fresh: BTreeMap<String, (std::net::TcpListener, Shared)>,
 }
 
 pub struct ListenerRegistry {
     entries: BTreeMap<String, Entry>,
-    source: Arc<dyn ConfigSource>,
+    source: Arc<SnapshotSource>,
     tracker: TaskTracker,
 }
 
 impl ListenerRegistry {
-    pub fn new(source: Arc<dyn ConfigSource>, tracker: TaskTracker) -> Self {
+    pub fn new(source: Arc<SnapshotSource>, tracker: TaskTracker) -> Self {
         Self {
             entries: BTreeMap::new(),
             source,
@@ -83,8 +138,8 @@ impl ListenerRegistry {
                     .with_context(|| format!("listeners.{name}: cannot bind {}", l.bind))?,
             };
             let shared = match self.entries.get(name) {
-                Some(e) => Arc::clone(&e.shared),
-                None => ListenerShared::new(name, l.max_connections),
+                Some(e) if e.shared.fits(l.protocol) => e.shared.clone(),
+                _ => Shared::new(name, l),
             };
             fresh.insert(name.clone(), (socket, shared));
         }
@@ -116,13 +171,22 @@ impl ListenerRegistry {
             let listener = tokio::net::TcpListener::from_std(accept_socket)?;
             let addr = listener.local_addr()?;
             let stop = CancellationToken::new();
-            let accept_loop = tokio::spawn(l4_forwarder::serve(
-                listener,
-                Arc::clone(&shared),
-                Arc::clone(&self.source),
-                stop.clone(),
-                self.tracker.clone(),
-            ));
+            let accept_loop = match &shared {
+                Shared::Tcp(s) => tokio::spawn(l4_forwarder::serve(
+                    listener,
+                    Arc::clone(s),
+                    Arc::clone(&self.source) as Arc<dyn l4_forwarder::ConfigSource>,
+                    stop.clone(),
+                    self.tracker.clone(),
+                )),
+                Shared::Http(s) => tokio::spawn(l7_router::serve(
+                    listener,
+                    Arc::clone(s),
+                    Arc::clone(&self.source) as Arc<dyn l7_router::ConfigSource>,
+                    stop.clone(),
+                    self.tracker.clone(),
+                )),
+            };
             tracing::info!(listener = %name, %addr, protocol = %l.protocol, "listener bound");
             self.entries.insert(
                 name,
@@ -139,13 +203,13 @@ impl ListenerRegistry {
         }
         for (name, l) in &config.listeners {
             if let Some(e) = self.entries.get(name) {
-                e.shared.set_max_connections(l.max_connections);
+                e.shared.set_max(l.max_connections);
             }
         }
         // The new accept loops run before the old ones stop: a socket handed over under a new
         // name is never without an acceptor.
         for e in stopped {
-            tracing::info!(listener = e.shared.name(), bind = %e.bind, open = e.shared.active_connections(), "listener stopped; open connections finish");
+            tracing::info!(listener = e.shared.name(), bind = %e.bind, open = e.shared.active(), "listener stopped; open connections finish");
             e.close().await;
         }
         Ok(())
@@ -182,8 +246,8 @@ impl ListenerRegistry {
                 bind: e.bind,
                 local: e.local,
                 protocol: e.protocol,
-                active: e.shared.active_connections(),
-                max: e.shared.max_connections(),
+                active: e.shared.active(),
+                max: e.shared.max(),
             })
             .collect()
     }

@@ -11,12 +11,16 @@ use l4_forwarder::{ConfigSource, TcpListenerConfig};
 use net_core::health::{CheckKey, ProbeKind, ProbeSpec, Subscription, Verdict};
 use net_core::{Backend, BackendKey, Pool};
 
-use crate::config::{Config, HealthConfig, HealthKind, Protocol};
+use l7_router::tls::{self, Alpn, CertResolver};
+use l7_router::{HttpListenerConfig, RouteMetrics, RouteTarget, Upstream, UpstreamSettings};
+
+use crate::config::{Config, HealthConfig, HealthKind, HttpListenerSpec, ListenerConfig, Protocol};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub tcp: HashMap<String, Arc<TcpListenerConfig>>,
+    pub http: HashMap<String, Arc<HttpListenerConfig>>,
 }
 
 impl Snapshot {
@@ -36,6 +40,8 @@ impl Snapshot {
 #[derive(Default)]
 pub struct BackendRegistry {
     backends: HashMap<BackendKey, Arc<Backend>>,
+    /// Pooled HTTP clients by pool and settings: their idle connections survive reloads.
+    upstreams: HashMap<(String, UpstreamSettings), Arc<Upstream>>,
 }
 
 impl BackendRegistry {
@@ -110,13 +116,24 @@ impl BackendRegistry {
         }
         self.backends = live;
 
+        let mut upstreams = HashMap::new();
+        let mut http = HashMap::new();
+        for (name, l) in &config.listeners {
+            if let Some(spec) = &l.http {
+                let settings = self.http_listener(name, l, spec, &config, &pools, &mut upstreams);
+                http.insert(name.clone(), Arc::new(settings));
+            }
+        }
+        self.upstreams = upstreams;
+
         let tcp = config
             .listeners
             .iter()
             .filter(|(_, l)| l.protocol == Protocol::Tcp)
-            .map(|(name, l)| {
+            .filter_map(|(name, l)| Some((name, l, l.pool.as_ref()?)))
+            .map(|(name, l, pool)| {
                 let settings = TcpListenerConfig {
-                    pool: Arc::clone(&pools[&l.pool]),
+                    pool: Arc::clone(&pools[pool]),
                     proxy_protocol: l.proxy_protocol,
                     accept_proxy_protocol: l.accept_proxy_protocol,
                     connect_timeout: l.connect_timeout,
@@ -125,7 +142,89 @@ impl BackendRegistry {
                 (name.clone(), Arc::new(settings))
             })
             .collect();
-        (Snapshot { config, pools, tcp }, subscriptions)
+        (
+            Snapshot {
+                config,
+                pools,
+                tcp,
+                http,
+            },
+            subscriptions,
+        )
+    }
+
+    /// An http listener's settings: its compiled route table with a target per route, each
+    /// holding its pool and the pool's long-lived pooled client.
+    fn http_listener(
+        &self,
+        name: &str,
+        l: &ListenerConfig,
+        spec: &HttpListenerSpec,
+        config: &Config,
+        pools: &BTreeMap<String, Arc<Pool>>,
+        upstreams: &mut HashMap<(String, UpstreamSettings), Arc<Upstream>>,
+    ) -> HttpListenerConfig {
+        let mut target = |route: &str, pool_name: &str, timeout, max_body_bytes, retries| {
+            let pc = &config.pools[pool_name];
+            let settings = UpstreamSettings {
+                connect_timeout: l.connect_timeout,
+                idle_timeout: pc.http.keepalive_timeout,
+                max_idle_per_backend: pc.http.max_idle,
+                http2: pc.http.http2,
+            };
+            let key = (pool_name.to_owned(), settings.clone());
+            let upstream = upstreams
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    self.upstreams
+                        .get(&key)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Upstream::new(settings)))
+                })
+                .clone();
+            Arc::new(RouteTarget {
+                name: Arc::from(route),
+                pool: Arc::clone(&pools[pool_name]),
+                upstream,
+                timeout,
+                max_body_bytes,
+                retries,
+                metrics: RouteMetrics::new(name, route),
+            })
+        };
+        let mut targets: Vec<Arc<RouteTarget>> = spec
+            .routes
+            .iter()
+            .map(|r| target(&r.name, &r.pool, r.timeout, r.max_body_bytes, r.retries))
+            .collect();
+        if let Some(default) = &l.pool {
+            targets.push(target(
+                "default",
+                default,
+                crate::config::DEFAULT_ROUTE_TIMEOUT,
+                None,
+                crate::config::DEFAULT_RETRIES,
+            ));
+        }
+        let tls = (!spec.certificates.is_empty()).then(|| {
+            let certs = spec.certificates.iter().map(|c| c.loaded.clone()).collect();
+            // Validation loaded every certificate; an empty list is refused there.
+            let resolver = CertResolver::new(certs).expect("validated certificates");
+            tls::server_config(Arc::new(resolver), Alpn::H2AndHttp11)
+        });
+        HttpListenerConfig {
+            routes: Arc::clone(&spec.table),
+            targets: targets.into_boxed_slice(),
+            tls,
+            redirect_https: spec.redirect_https,
+            max_header_bytes: spec.max_header_bytes,
+            max_headers: spec.max_headers,
+            header_timeout: spec.header_timeout,
+            max_concurrent_streams: spec.max_concurrent_streams,
+            forwarded: spec.forwarded,
+            request_id: spec.request_id.clone(),
+            access_log: config.log.access_log,
+        }
     }
 }
 
@@ -159,5 +258,11 @@ pub struct SnapshotSource(pub Arc<ArcSwap<Snapshot>>);
 impl ConfigSource for SnapshotSource {
     fn tcp_listener(&self, name: &str) -> Option<Arc<TcpListenerConfig>> {
         self.0.load().tcp.get(name).cloned()
+    }
+}
+
+impl l7_router::ConfigSource for SnapshotSource {
+    fn http_listener(&self, name: &str) -> Option<Arc<HttpListenerConfig>> {
+        self.0.load().http.get(name).cloned()
     }
 }

@@ -1,0 +1,217 @@
+//! Body wrappers: the response body keeps the backend counted while it streams and, when it
+//! ends (or the client goes away), records the request's metrics and access-log line; the
+//! request body enforces the route's size limit while it streams.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use metrics::Counter;
+use net_core::ActiveConnection;
+use tokio::time::Instant;
+
+use crate::metrics::RouteMetrics;
+use crate::upstream::{BodyError, UpstreamBody};
+
+/// What is written when a request is over.
+pub(crate) struct Finish {
+    pub started: Instant,
+    pub status: u16,
+    pub metrics: MetricsRef,
+    pub bytes_out: Counter,
+    /// Holds the backend's active count until the response body is done.
+    pub active: Option<ActiveConnection>,
+    pub access: Option<AccessLine>,
+}
+
+/// The metrics a request counts into: its route's, or the listener's for unrouted answers.
+pub(crate) enum MetricsRef {
+    Route(Arc<crate::RouteTarget>),
+    Listener(Arc<crate::server::HttpListenerShared>),
+}
+
+impl MetricsRef {
+    fn get(&self) -> &RouteMetrics {
+        match self {
+            MetricsRef::Route(r) => &r.metrics,
+            MetricsRef::Listener(l) => &l.unrouted,
+        }
+    }
+}
+
+pub(crate) struct AccessLine {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub client: SocketAddr,
+    pub method: Method,
+    pub host: String,
+    pub path: String,
+    pub backend: Option<SocketAddr>,
+}
+
+/// The body sent to the client.
+pub struct ResponseBody {
+    inner: UpstreamBody,
+    sent: u64,
+    finish: Option<Finish>,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(inner: UpstreamBody, finish: Finish) -> Self {
+        Self {
+            inner,
+            sent: 0,
+            finish: Some(finish),
+        }
+    }
+
+    /// A short local answer (404, 502...).
+    pub(crate) fn text(text: &'static str, finish: Finish) -> Self {
+        let inner = http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed();
+        Self::new(inner, finish)
+    }
+
+    fn complete(&mut self, aborted: bool) {
+        let Some(f) = self.finish.take() else {
+            return;
+        };
+        let elapsed = f.started.elapsed();
+        f.metrics.get().record(f.status, elapsed);
+        f.bytes_out.increment(self.sent);
+        if let Some(a) = f.access {
+            tracing::info!(
+                target: "access",
+                listener = %a.listener,
+                client = %a.client,
+                method = %a.method,
+                host = %a.host,
+                path = %a.path,
+                status = f.status,
+                bytes = self.sent,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                backend = a.backend.map(|b| b.to_string()).as_deref().unwrap_or("-"),
+                route = %a.route,
+                aborted,
+                "request"
+            );
+        }
+        drop(f.active);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                // hyper stops polling a body that says it has ended.
+                if self.inner.is_end_stream() {
+                    self.complete(false);
+                }
+            }
+            Poll::Ready(None) => self.complete(false),
+            Poll::Ready(Some(Err(_))) => self.complete(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Not read to the end (unless the body was empty or ended without a last poll): the
+        // client went away or the connection closed.
+        let aborted = !self.inner.is_end_stream();
+        self.complete(aborted);
+    }
+}
+
+/// The request body on its way to the backend: counted, and cut off past `limit` bytes.
+pub(crate) struct RequestBody<B> {
+    inner: B,
+    limit: Option<u64>,
+    seen: u64,
+    bytes_in: Counter,
+}
+
+impl<B> RequestBody<B> {
+    pub fn new(inner: B, limit: Option<u64>, bytes_in: Counter) -> Self {
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            bytes_in,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    self.seen += n;
+                    self.bytes_in.increment(n);
+                    if let Some(limit) = self.limit {
+                        if self.seen > limit {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

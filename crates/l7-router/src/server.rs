@@ -1,0 +1,206 @@
+//! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
+//! hyper serving HTTP/1.1 and HTTP/2 on the same port -> one proxied request per stream.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics::{Counter, Gauge};
+use net_core::lifecycle::{CancellationToken, ConnectionLimit, TaskTracker};
+use net_core::metric_names;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use crate::metrics::RouteMetrics;
+use crate::proxy::{self, ConnInfo};
+use crate::{ConfigSource, HttpListenerConfig};
+
+/// Back-off after an accept error (EMFILE...), doubling up to the cap.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What outlives snapshots for one http listener: name, connection limit, metric handles.
+#[derive(Debug)]
+pub struct HttpListenerShared {
+    name: Arc<str>,
+    limit: Arc<ConnectionLimit>,
+    connections_total: Counter,
+    connections_active: Gauge,
+    rejected: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    /// Requests answered without a route (404, redirects, shutting down).
+    pub(crate) unrouted: RouteMetrics,
+}
+
+impl HttpListenerShared {
+    pub fn new(name: &str, max_connections: usize) -> Arc<Self> {
+        let label = [("listener", name.to_owned())];
+        let bytes = |direction: &'static str| metrics::counter!(metric_names::BYTES_TOTAL, "listener" => name.to_owned(), "direction" => direction);
+        Arc::new(Self {
+            name: Arc::from(name),
+            limit: ConnectionLimit::new(max_connections),
+            connections_total: metrics::counter!(metric_names::CONNECTIONS_TOTAL, &label),
+            connections_active: metrics::gauge!(metric_names::CONNECTIONS_ACTIVE, &label),
+            rejected: metrics::counter!(metric_names::CONNECTIONS_REJECTED_TOTAL, &label),
+            bytes_in: bytes("in"),
+            bytes_out: bytes("out"),
+            unrouted: RouteMetrics::new(name, "none"),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
+    pub fn active_connections(&self) -> usize {
+        self.limit.active()
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.limit.max()
+    }
+
+    pub fn set_max_connections(&self, max: usize) {
+        self.limit.set_max(max);
+    }
+}
+
+/// Accepts connections until `stop`; then kept-alive connections are closed gracefully (HTTP/2
+/// GOAWAY, HTTP/1.1 close after the current response) while requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<HttpListenerShared>,
+    source: Arc<dyn ConfigSource>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = ACCEPT_BACKOFF_START;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = ACCEPT_BACKOFF_START;
+                pair
+            }
+            Err(err) => {
+                tracing::warn!(listener = %shared.name, error = %err, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        shared.connections_total.increment(1);
+        let Some(permit) = shared.limit.try_acquire() else {
+            shared.rejected.increment(1);
+            continue;
+        };
+        let Some(config) = source.http_listener(&shared.name) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, source, stop) = (Arc::clone(&shared), Arc::clone(&source), stop.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            shared.connections_active.increment(1.0);
+            connection(stream, peer, config, &shared, source, stop).await;
+            shared.connections_active.decrement(1.0);
+        });
+    }
+    tracing::debug!(listener = %shared.name, "stopped accepting");
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    config: Arc<HttpListenerConfig>,
+    shared: &Arc<HttpListenerShared>,
+    source: Arc<dyn ConfigSource>,
+    stop: CancellationToken,
+) {
+    match &config.tls {
+        None => serve_http(stream, peer, false, &config, shared, source, stop).await,
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+            match tokio::time::timeout(config.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    serve_http(tls_stream, peer, true, &config, shared, source, stop).await;
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(listener = %shared.name, %peer, error = %err, "TLS handshake failed")
+                }
+                Err(_) => {
+                    tracing::debug!(listener = %shared.name, %peer, "TLS handshake timed out")
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    config: &HttpListenerConfig,
+    shared: &Arc<HttpListenerShared>,
+    source: Arc<dyn ConfigSource>,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(ConnInfo { peer, tls });
+    let service_shared = Arc::clone(shared);
+    let service = service_fn(move |req| {
+        let (info, shared, source) = (
+            Arc::clone(&info),
+            Arc::clone(&service_shared),
+            Arc::clone(&source),
+        );
+        async move { Ok::<_, Infallible>(proxy::handle(req, &info, &shared, &*source).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
+        .max_headers(config.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(H2_PING_EVERY))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(listener = %shared.name, %peer, error = %err, "client connection ended with an error");
+    }
+}
+
+/// hyper's HTTP/1 read buffer cannot be smaller than this.
+const MIN_HTTP1_BUFFER: usize = 8192;
+/// HTTP/2 keep-alive pings find dead client connections.
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
