@@ -213,8 +213,12 @@ impl Supervisor {
         let (snapshot, subscriptions) = self
             .backends
             .build(Arc::clone(&effective), |k| health.verdict(k));
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(Arc::clone(&snapshot));
         self.health.reconcile(subscriptions);
+        // A health result that arrived while the snapshot was being built refreshed the old
+        // snapshot's pools, not these.
+        snapshot.refresh_stale_pools();
         self.listeners.apply(&effective, prepared).await?;
         self.log.apply(&effective.log);
         for key in &diff.needs_restart {

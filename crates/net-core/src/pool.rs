@@ -1,6 +1,7 @@
 //! A pool: a set of backends and the balancer that chooses among them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backend::Backend;
@@ -59,6 +60,9 @@ pub struct Pool {
     balancer: Balancer,
     when_all_down: WhenAllDown,
     passive: PassiveHealth,
+    /// Fingerprint of the backend state (up, drained, weight) the balancer tables were built
+    /// from, so a pool can tell that its tables are stale.
+    built_from: AtomicU64,
 }
 
 impl Pool {
@@ -69,6 +73,7 @@ impl Pool {
         when_all_down: WhenAllDown,
         passive: PassiveHealth,
     ) -> Self {
+        let built_from = AtomicU64::new(state_fingerprint(&backends));
         let balancer = Balancer::new(kind, &backends);
         Self {
             name,
@@ -76,6 +81,7 @@ impl Pool {
             balancer,
             when_all_down,
             passive,
+            built_from,
         }
     }
 
@@ -148,13 +154,64 @@ impl Pool {
 
     /// Rebuilds weight- and health-derived balancer tables after backend state changed.
     pub fn refresh(&self) {
+        let fingerprint = state_fingerprint(&self.backends);
         self.balancer.rebuild(&self.backends);
+        self.built_from.store(fingerprint, Ordering::Relaxed);
     }
+
+    /// Rebuilds the tables only if backend state changed since they were built (a health
+    /// result that arrived while a reload was building this pool). Returns whether it did.
+    pub fn refresh_if_stale(&self) -> bool {
+        let stale = state_fingerprint(&self.backends) != self.built_from.load(Ordering::Relaxed);
+        if stale {
+            self.refresh();
+        }
+        stale
+    }
+}
+
+/// A hash of what balancer tables depend on: each backend's up, drained and weight.
+fn state_fingerprint(backends: &[Arc<Backend>]) -> u64 {
+    backends.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        let state =
+            u64::from(b.weight()) << 2 | u64::from(b.is_up()) << 1 | u64::from(b.is_drained());
+        crate::hash::mix64(h ^ state)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_tables_are_noticed_and_rebuilt_once() {
+        let backends: Vec<Arc<Backend>> = (1..=2)
+            .map(|i| {
+                let key = crate::BackendKey {
+                    pool: Arc::from("p"),
+                    addr: format!("127.0.0.1:{i}").parse().unwrap(),
+                };
+                Arc::new(Backend::new(key, None, 1))
+            })
+            .collect();
+        let pool = Pool::new(
+            Arc::from("p"),
+            BalanceKind::RoundRobin,
+            backends.clone(),
+            WhenAllDown::TryAll,
+            PassiveHealth::default(),
+        );
+        assert!(!pool.refresh_if_stale());
+        backends[0].set_learned_weight(Some(3));
+        assert!(pool.refresh_if_stale());
+        assert!(!pool.refresh_if_stale());
+        let picks: Vec<usize> = (0..8).filter_map(|_| pool.pick(0, &[])).collect();
+        assert_eq!(
+            picks.iter().filter(|&&i| i == 0).count(),
+            6,
+            "3:1 after the rebuild: {picks:?}"
+        );
+    }
 
     #[test]
     fn ejection_doubles_up_to_the_cap() {

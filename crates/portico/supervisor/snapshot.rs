@@ -26,6 +26,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Rebuilds the balancer tables of the named pools after their backends' health or
     /// weight changed.
+    /// Rebuilds the tables of every pool whose backends changed since it was built.
+    pub fn refresh_stale_pools(&self) {
+        for pool in self.pools.values() {
+            pool.refresh_if_stale();
+        }
+    }
+
     pub fn refresh_pools(&self, names: &[Arc<str>]) {
         for name in names {
             if let Some(pool) = self.pools.get(&**name) {
@@ -85,14 +92,17 @@ impl BackendRegistry {
                             if !h.use_endpoint_weight {
                                 backend.set_learned_weight(None);
                             }
-                            if is_new {
-                                let verdict = verdict_of(&check).filter(|v| v.up.is_some());
-                                backend.set_up(
-                                    verdict.as_ref().and_then(|v| v.up).unwrap_or(h.initial_up),
-                                );
-                                if h.use_endpoint_weight {
-                                    backend.set_learned_weight(verdict.and_then(|v| v.weight));
+                            // What the check already knows applies now, to new and kept
+                            // backends alike, so the pool's tables are built from it.
+                            match verdict_of(&check).filter(|v| v.up.is_some()) {
+                                Some(v) => {
+                                    backend.set_up(v.up.unwrap_or(h.initial_up));
+                                    if h.use_endpoint_weight {
+                                        backend.set_learned_weight(v.weight);
+                                    }
                                 }
+                                None if is_new => backend.set_up(h.initial_up),
+                                None => {}
                             }
                             subscriptions.push(Subscription {
                                 key: check,
