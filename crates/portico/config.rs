@@ -5,6 +5,7 @@
 mod diff;
 mod duration;
 mod http;
+mod pools;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -26,8 +27,8 @@ use net_core::proxy_protocol::ProxyVersion;
 pub use diff::{ConfigDiff, diff};
 pub use duration::parse_duration;
 pub use http::{DEFAULT_RETRIES, DEFAULT_ROUTE_TIMEOUT};
+pub use pools::{cluster_members, validate_nodes};
 pub use raw::RawMember;
-pub use validate::{cluster_members, validate_nodes};
 
 /// Prefix of environment overrides; `__` separates levels:
 /// `PORTICO_LISTENERS__DB__MAX_CONNECTIONS=500` sets `listeners.db.max_connections`.
