@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod ctl;
 mod demo;
+mod docs;
 mod logging;
 mod supervisor;
 mod systemd;
@@ -21,6 +22,12 @@ use crate::cli::{Cli, Command};
 use crate::supervisor::ConfigOrigin;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == docs::SUBCOMMAND)
+    {
+        return docs::main(std::env::args_os().skip(1)); // hidden: man pages, completions
+    }
     let mut cli = Cli::parse();
     match cli
         .command
@@ -103,11 +110,18 @@ fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread: a current-thread runtime does the same work without the
+    // work-stealing scheduler's cross-thread wake-ups.
+    let mut builder = match config.runtime.worker_threads {
+        Some(n) if n.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.get());
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("portico-worker");
-    if let Some(n) = config.runtime.worker_threads {
-        builder.worker_threads(n.get());
-    }
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(err) => {

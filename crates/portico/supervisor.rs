@@ -93,7 +93,16 @@ pub async fn run(
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let file = Arc::new(file);
-    let api = ApiState::load(file.runtime.state_dir.as_deref())?;
+    let mut api = ApiState::load(file.runtime.state_dir.as_deref())?;
+    // The file may have changed a cluster while Portico was down: the file wins, and the
+    // override goes, so it cannot come back if the file later returns to the old list.
+    let before = api.clone();
+    api.prune(&file);
+    if api != before {
+        if let Some(dir) = &file.runtime.state_dir {
+            api.save(dir)?;
+        }
+    }
     let (effective, notes) = api.apply(&file);
     for note in notes {
         tracing::warn!("{note}");
@@ -174,19 +183,7 @@ impl Supervisor {
     /// the old snapshot keeps serving.
     async fn reload(&mut self) -> Result<ConfigDiff, ApplyError> {
         systemd::reloading();
-        let result = match self.origin.load() {
-            Ok(file) => {
-                let mut api = self.api.clone();
-                api.prune(&file);
-                if api != self.api {
-                    self.persist(&api, &file).map_err(ApplyError::Failed)?;
-                }
-                self.apply(Arc::new(file), api)
-                    .await
-                    .map_err(ApplyError::Failed)
-            }
-            Err(errors) => Err(ApplyError::Invalid(errors)),
-        };
+        let result = self.load_and_apply().await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(metric_names::CONFIG_RELOADS_TOTAL, "result" => outcome).increment(1);
         match &result {
@@ -195,6 +192,18 @@ impl Supervisor {
         }
         systemd::ready(&self.status_line());
         result
+    }
+
+    async fn load_and_apply(&mut self) -> Result<ConfigDiff, ApplyError> {
+        let file = self.origin.load().map_err(ApplyError::Invalid)?;
+        let mut api = self.api.clone();
+        api.prune(&file);
+        if api != self.api {
+            self.persist(&api, &file).map_err(ApplyError::Failed)?;
+        }
+        self.apply(Arc::new(file), api)
+            .await
+            .map_err(ApplyError::Failed)
     }
 
     /// Puts `file` with `api` on top in place: listeners first bound (so a bind error changes

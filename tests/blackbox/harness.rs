@@ -1,6 +1,7 @@
 //! The test harness: a running Portico (`Portico`), test backends (`backend`) and helpers.
 
 pub mod backend;
+pub mod http;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,6 +32,7 @@ pub struct Portico {
     log: Arc<Log>,
     /// Listener name -> the address it bound (learned from the "listener bound" log lines).
     pub addrs: HashMap<String, SocketAddr>,
+    admin: Option<SocketAddr>,
 }
 
 impl Portico {
@@ -43,7 +45,7 @@ impl Portico {
     pub fn try_start(config: &str) -> Result<Portico, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("portico.toml");
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(&path, with_test_admin(config)).expect("write config");
         let mut child = Command::new(portico_bin())
             .arg("run")
             .arg("--config")
@@ -77,6 +79,7 @@ impl Portico {
             dir,
             log,
             addrs: HashMap::new(),
+            admin: None,
         };
         if portico
             .wait_for_log(|l| l.contains("portico ready"), WAIT)
@@ -90,6 +93,11 @@ impl Portico {
 
     fn learn_addrs(&mut self) {
         for line in self.log.lines.lock().unwrap().iter() {
+            if line.contains("admin server listening") {
+                if let Some(addr) = field(line, "addr") {
+                    self.admin = Some(addr.parse().expect("admin addr in log"));
+                }
+            }
             if line.contains("listener bound") {
                 if let (Some(name), Some(addr)) = (field(line, "listener"), field(line, "addr")) {
                     self.addrs.insert(name, addr.parse().expect("addr in log"));
@@ -106,6 +114,16 @@ impl Portico {
             .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.addrs))
     }
 
+    /// The admin server's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("admin address in the log")
+    }
+
+    /// The temporary directory holding the config (usable as `runtime.state_dir` too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("portico.toml")
     }
@@ -117,7 +135,7 @@ impl Portico {
     /// Writes a new config and sends SIGHUP; waits for the reload's outcome and returns the
     /// log line ("reload applied ..." or "reload failed ...").
     pub fn reload(&mut self, config: &str) -> String {
-        std::fs::write(self.config_path(), config).expect("write config");
+        std::fs::write(self.config_path(), with_test_admin(config)).expect("write config");
         self.sighup()
     }
 
@@ -184,7 +202,8 @@ impl Portico {
         }
     }
 
-    fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
+    /// How many log lines satisfy `pred` so far.
+    pub fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.log
             .lines
             .lock()
@@ -194,12 +213,27 @@ impl Portico {
             .count()
     }
 
+    /// The number of log lines so far: a mark for [`Self::wait_for_log_after`].
+    pub fn log_mark(&self) -> usize {
+        self.log.lines.lock().unwrap().len()
+    }
+
     /// Waits until a log line satisfies `pred`; returns it.
     pub fn wait_for_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        self.wait_for_log_after(0, pred, timeout)
+    }
+
+    /// Waits until a line written after `mark` (from [`Self::log_mark`]) satisfies `pred`.
+    pub fn wait_for_log_after(
+        &self,
+        mark: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.log.lines.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| pred(l)) {
+            if let Some(l) = lines.iter().skip(mark).find(|l| pred(l)) {
                 return Some(l.clone());
             }
             if lines.last().is_some_and(|l| l == "<stderr closed>") {
@@ -227,12 +261,22 @@ impl Drop for Portico {
     }
 }
 
+/// Tests run many instances at once: unless a config sets its own `[admin]`, the admin server
+/// gets an OS-chosen port instead of the default 9900.
+pub fn with_test_admin(config: &str) -> String {
+    if config.contains("[admin]") {
+        config.to_owned()
+    } else {
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n{config}")
+    }
+}
+
 fn is_reload_outcome(line: &str) -> bool {
     line.contains("reload applied") || line.contains("reload failed")
 }
 
 /// The value of `key=value` in a text log line.
-fn field(line: &str, key: &str) -> Option<String> {
+pub fn field(line: &str, key: &str) -> Option<String> {
     let pat = format!("{key}=");
     let start = line.find(&pat)? + pat.len();
     let rest = &line[start..];
@@ -312,6 +356,20 @@ pub fn assert_echo(s: &mut TcpStream, data: &[u8]) {
     let mut got = vec![0u8; data.len()];
     s.read_exact(&mut got).unwrap();
     assert_eq!(got, data);
+}
+
+/// Whether a new connection to `addr` goes unserved: refused, reset, or closed before a
+/// single byte arrives. (Under heavy load the kernel can still complete a handshake in the
+/// instant a listening socket closes; the connection is then reset, never served.)
+pub fn is_not_served(addr: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Err(_) => true,
+        Ok(mut s) => {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 1];
+            matches!(s.read(&mut buf), Ok(0) | Err(_))
+        }
+    }
 }
 
 /// Whether a connection to `addr` is refused (nothing listens there any more).

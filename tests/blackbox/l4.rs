@@ -236,10 +236,12 @@ fn maglev_removing_one_of_ten_backends_remaps_few_clients() {
 
 #[test]
 fn a_dead_backend_is_skipped_by_connect_retry() {
+    // Closed again at once: connections to it are refused. On an address of its own, so no
+    // other test's socket takes the port before the backend comes back on it.
     let dead_addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind("127.0.4.1:0").unwrap();
         l.local_addr().unwrap()
-    }; // closed again: connections to it are refused
+    };
     let alive = TestBackend::start("alive", Behavior::GreetEcho);
     let config = format!(
         r#"
@@ -261,7 +263,9 @@ pool = "p"
         assert_eq!(who_answers(portico.addr("l")), "alive");
     }
     assert!(
-        portico.log_text().contains("backend ejected after connect failures"),
+        portico
+            .log_text()
+            .contains("backend ejected after connect failures"),
         "passive health ejects the dead backend"
     );
     // The dead backend comes back on its address: once its ejection (at most 300ms) is
@@ -269,7 +273,10 @@ pool = "p"
     let back = TestBackend::start_at(dead_addr, "back", Behavior::GreetEcho);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while who_answers(portico.addr("l")) != "back" {
-        assert!(std::time::Instant::now() < deadline, "the restarted backend never got traffic");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted backend never got traffic"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(back);

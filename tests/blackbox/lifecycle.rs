@@ -4,7 +4,9 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::harness::backend::{Behavior, TestBackend};
-use crate::harness::{Portico, assert_echo, connect, is_refused, read_line, who_answers};
+use crate::harness::{
+    Portico, assert_echo, connect, is_not_served, is_refused, read_line, who_answers,
+};
 use crate::l4::one_listener;
 
 #[test]
@@ -114,7 +116,8 @@ fn sigterm_drains_open_connections_then_exits_zero() {
             .wait_for_log(|l| l.contains("stopped accepting"), Duration::from_secs(10))
             .is_some()
     );
-    assert!(is_refused(addr), "no new connections during the drain");
+    assert!(is_not_served(addr), "no new connections during the drain");
+    assert_eq!(b.accepted(), 1, "no new connection reached the backend");
     assert!(portico.is_running(), "it waits for the open connection");
     assert_echo(&mut open, b"finishing my work");
     drop(open);

@@ -4,7 +4,11 @@
 
 mod harness;
 
+mod admin;
 mod check;
+mod ctl;
+mod health;
 mod l4;
+mod l7;
 mod lifecycle;
 mod proxy_protocol;

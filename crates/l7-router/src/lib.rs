@@ -42,6 +42,50 @@ pub struct RouteTarget {
     /// Extra attempts on other backends for idempotent requests that never reached one.
     pub retries: u32,
     pub metrics: RouteMetrics,
+    /// Each backend's `ip:port` as a URI authority, by backend index, made once per snapshot.
+    authorities: Box<[http::uri::Authority]>,
+}
+
+impl RouteTarget {
+    /// A route target; `route` and `listener` name its metrics.
+    pub fn new(
+        listener: &str,
+        route: &str,
+        pool: Arc<Pool>,
+        upstream: Arc<Upstream>,
+        policy: RoutePolicy,
+    ) -> Self {
+        let authorities = pool
+            .backends()
+            .iter()
+            .map(|b| {
+                http::uri::Authority::try_from(b.addr().to_string())
+                    .expect("a socket address is a valid authority")
+            })
+            .collect();
+        Self {
+            name: Arc::from(route),
+            pool,
+            upstream,
+            timeout: policy.timeout,
+            max_body_bytes: policy.max_body_bytes,
+            retries: policy.retries,
+            metrics: RouteMetrics::new(listener, route),
+            authorities,
+        }
+    }
+
+    pub(crate) fn authority(&self, backend: usize) -> http::uri::Authority {
+        self.authorities[backend].clone()
+    }
+}
+
+/// A route's request policy.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutePolicy {
+    pub timeout: Duration,
+    pub max_body_bytes: Option<u64>,
+    pub retries: u32,
 }
 
 /// An http/https listener's settings as one snapshot sees them.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, UPGRADE};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
@@ -195,11 +196,11 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
-    let path = parts
+    let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     let retryable = is_idempotent(&parts.method) && body.is_end_stream() && !upgrade;
     let mut body =
@@ -214,20 +215,27 @@ async fn forward(
     let key = hash::hash_ip(conn.peer.ip());
     let mut tried: Vec<usize> = Vec::with_capacity(attempts);
     let mut last = Failure::NoBackend;
-    for _ in 0..attempts {
+    let mut parts = Some(parts);
+    for attempt in 0..attempts {
         let Some(index) = pool.pick(key, &tried) else {
             break;
         };
         tried.push(index);
         let backend = pool.backend(index);
         let active = backend.track();
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(backend.addr().to_string())
-            .path_and_query(path.as_str())
-            .build()
-            .map_err(Failure::BadRequest)?;
-        let mut request = Request::from_parts(parts.clone(), ());
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(target.authority(index));
+        uri.path_and_query = Some(path_and_query.clone());
+        let uri = Uri::from_parts(uri).map_err(|e| Failure::BadRequest(e.into()))?;
+        // The head is copied only when another attempt may follow.
+        let head = if attempt + 1 < attempts {
+            parts.clone()
+        } else {
+            parts.take()
+        };
+        let Some(head) = head else { break };
+        let mut request = Request::from_parts(head, ());
         *request.uri_mut() = uri;
         let request_body = body
             .take()

@@ -89,10 +89,12 @@ fn authorized(req: &Request<Incoming>, ctx: &AdminContext) -> bool {
     let Some(token) = &snapshot.config.admin.token else {
         return true;
     };
+    // The scheme name is case-insensitive (RFC 7235 §2.1).
     req.headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|given| token.matches(given))
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .is_some_and(|v| token.matches(&v[7..]))
 }
 
 /// `/api/v1` routes; `rest` is the path after `/api/v1`.

@@ -146,6 +146,12 @@ fn validate_admin(raw: &RawConfig, e: &mut Errors) -> Option<AdminConfig> {
             }
         },
     };
+    if raw.admin.protect_metrics == Some(true) && raw.admin.token_file.is_none() {
+        e.add(
+            "admin.protect_metrics",
+            "needs admin.token_file: without a token there is nothing to protect /metrics with",
+        );
+    }
     Some(AdminConfig {
         listen,
         token_file: raw.admin.token_file.clone(),

@@ -12,7 +12,7 @@ use net_core::health::{CheckKey, ProbeKind, ProbeSpec, Subscription, Verdict};
 use net_core::{Backend, BackendKey, Pool};
 
 use l7_router::tls::{self, Alpn, CertResolver};
-use l7_router::{HttpListenerConfig, RouteMetrics, RouteTarget, Upstream, UpstreamSettings};
+use l7_router::{HttpListenerConfig, RoutePolicy, RouteTarget, Upstream, UpstreamSettings};
 
 use crate::config::{Config, HealthConfig, HealthKind, HttpListenerSpec, ListenerConfig, Protocol};
 
@@ -192,15 +192,18 @@ impl BackendRegistry {
                         .unwrap_or_else(|| Arc::new(Upstream::new(settings)))
                 })
                 .clone();
-            Arc::new(RouteTarget {
-                name: Arc::from(route),
-                pool: Arc::clone(&pools[pool_name]),
-                upstream,
+            let policy = RoutePolicy {
                 timeout,
                 max_body_bytes,
                 retries,
-                metrics: RouteMetrics::new(name, route),
-            })
+            };
+            Arc::new(RouteTarget::new(
+                name,
+                route,
+                Arc::clone(&pools[pool_name]),
+                upstream,
+                policy,
+            ))
         };
         let mut targets: Vec<Arc<RouteTarget>> = spec
             .routes

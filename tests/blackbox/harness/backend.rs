@@ -40,6 +40,17 @@ impl TestBackend {
         Self::serve(listener, name, behavior)
     }
 
+    /// One backend per cluster "node", all on one port (a NodePort): `nodes` are names and
+    /// loopback addresses (`127.0.0.2`, `127.0.0.3`, ...; every 127.x address is loopback).
+    pub fn start_nodes(nodes: &[(&str, IpAddr)], behavior: Behavior) -> Vec<TestBackend> {
+        let ips: Vec<IpAddr> = nodes.iter().map(|&(_, ip)| ip).collect();
+        bind_same_port(&ips)
+            .into_iter()
+            .zip(nodes)
+            .map(|(listener, &(name, _))| Self::serve(listener, name, behavior))
+            .collect()
+    }
+
     /// Restarts a backend on a fixed address (after it was stopped).
     pub fn start_at(addr: SocketAddr, name: &str, behavior: Behavior) -> TestBackend {
         let listener = TcpListener::bind(addr).expect("rebind backend");
@@ -100,6 +111,31 @@ impl Drop for TestBackend {
     }
 }
 
+/// Attempts at finding a port free on every address of [`bind_same_port`].
+const SAME_PORT_ATTEMPTS: usize = 50;
+
+/// Binds a listener on each of `ips`, all on one port the OS picks for the first: the same
+/// NodePort (or healthCheckNodePort) on every "node". When a later address already has that
+/// port taken by another socket, it starts over with a new port.
+pub fn bind_same_port(ips: &[IpAddr]) -> Vec<TcpListener> {
+    let (&first_ip, rest) = ips.split_first().expect("at least one address");
+    for _ in 0..SAME_PORT_ATTEMPTS {
+        let first = TcpListener::bind(SocketAddr::new(first_ip, 0)).expect("bind");
+        let port = first.local_addr().unwrap().port();
+        let mut all = vec![first];
+        for &ip in rest {
+            match TcpListener::bind(SocketAddr::new(ip, port)) {
+                Ok(listener) => all.push(listener),
+                Err(_) => break,
+            }
+        }
+        if all.len() == ips.len() {
+            return all;
+        }
+    }
+    panic!("no port free on all of {ips:?} in {SAME_PORT_ATTEMPTS} attempts");
+}
+
 fn handle(
     mut s: TcpStream,
     name: &str,
@@ -124,10 +160,18 @@ fn handle(
             s.shutdown(Shutdown::Write)
         }
         Behavior::RecordFirstThenGreet => {
+            // Everything that arrives until the line goes quiet for a moment: a PROXY header
+            // and the client's first bytes may come in one segment or in several.
+            let mut first = Vec::new();
+            let mut chunk = [0u8; 4096];
             s.set_read_timeout(Some(Duration::from_millis(300)))?;
-            let mut first = vec![0u8; 4096];
-            let n = s.read(&mut first).unwrap_or_default();
-            first.truncate(n);
+            while first.len() < 64 * 1024 {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => first.extend_from_slice(&chunk[..n]),
+                }
+                s.set_read_timeout(Some(Duration::from_millis(150)))?;
+            }
             received.lock().unwrap().push(first);
             s.set_read_timeout(Some(WAIT))?;
             s.write_all(format!("{name}\n").as_bytes())?;
