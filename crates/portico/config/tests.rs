@@ -29,9 +29,13 @@ const TEST_TOKEN: &str = "0123456789abcdef-test-token";
 fn token_path() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let path =
-            std::env::temp_dir().join(format!("portico-config-test-{}.token", std::process::id()));
-        std::fs::write(&path, format!("{TEST_TOKEN}\n")).unwrap();
+        // One fixed file with the same content in every run, so nothing piles up in the temp
+        // directory; written aside and renamed, so a concurrent run never reads it half written.
+        let path = std::env::temp_dir().join("portico-config-test.token");
+        let aside =
+            std::env::temp_dir().join(format!("portico-config-test.{}", std::process::id()));
+        std::fs::write(&aside, format!("{TEST_TOKEN}\n")).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
         path.display().to_string()
     })
 }
