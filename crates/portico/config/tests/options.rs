@@ -111,7 +111,9 @@ fn admin_token_file_is_read_and_checked() {
     let local = ok("[admin]\nprotect_metrics = true\ntoken_file = \"/etc/portico/admin.token\"\n");
     assert!(local.admin.protect_metrics);
     // Protecting /metrics with no token would protect nothing.
-    let errors = load("[admin]\nprotect_metrics = true\n").unwrap_err().errors;
+    let errors = load("[admin]\nprotect_metrics = true\n")
+        .unwrap_err()
+        .errors;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].key, "admin.protect_metrics");
 }
