@@ -56,9 +56,9 @@ pub(crate) fn to_backend(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     if let Some(host) = f.host {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(X_FORWARDED_HOST, v.clone());
-            if !headers.contains_key(HOST) {
-                headers.insert(HOST, v);
-            }
+            // The host the request was routed on: the Host header, or the target's authority
+            // (HTTP/2, or an absolute-form target, whose host replaces Host: RFC 9112 §3.2.2).
+            headers.insert(HOST, v);
         }
     }
     if f.forwarded {
@@ -67,9 +67,9 @@ pub(crate) fn to_backend(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
         let mut element = format!("for={for_};proto={proto}");
-        if let Some(host) = f.host.filter(|h| is_token_safe(h)) {
+        if let Some(host) = f.host {
             element.push_str(";host=");
-            element.push_str(host);
+            push_token_or_quoted(&mut element, host);
         }
         let value = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
             Some(prior) => format!("{prior}, {element}"),
@@ -141,12 +141,22 @@ fn client_ip(addr: SocketAddr) -> IpAddr {
     }
 }
 
-/// A host that can go into a Forwarded element without quoting.
-fn is_token_safe(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+/// Appends `value` as an RFC 7239 value: a token as it is, anything else (a host with a port,
+/// an IPv6 literal) as a quoted string.
+fn push_token_or_quoted(out: &mut String, value: &str) {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !value.is_empty() && value.bytes().all(is_tchar) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 #[cfg(test)]

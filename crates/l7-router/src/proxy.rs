@@ -13,7 +13,7 @@ use hyper::body::{Body, Incoming};
 use net_core::{ActiveConnection, hash};
 use tokio::time::Instant;
 
-use crate::body::{AccessLine, Finish, MetricsRef, RequestBody, ResponseBody};
+use crate::body::{AccessLine, BodyTooLarge, Finish, MetricsRef, RequestBody, ResponseBody};
 use crate::headers::{self, Forwarding};
 use crate::server::HttpListenerShared;
 use crate::upstream::UpstreamBody;
@@ -56,6 +56,30 @@ pub(crate) async fn handle(
         backend: None,
     });
 
+    if req.headers().get_all(HOST).iter().nth(1).is_some() {
+        // RFC 9112 §3.2: more than one Host is a bad request (and a smuggling attempt).
+        let m = MetricsRef::Listener(Arc::clone(shared));
+        return local(
+            StatusCode::BAD_REQUEST,
+            "more than one Host header\n",
+            started,
+            m,
+            shared,
+            access,
+        );
+    }
+    if req.headers().len() > config.max_headers {
+        // hyper enforces the count on HTTP/1.1 only; this holds for HTTP/2 too.
+        let m = MetricsRef::Listener(Arc::clone(shared));
+        return local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many headers\n",
+            started,
+            m,
+            shared,
+            access,
+        );
+    }
     if config.redirect_https {
         return redirect(&req, host.as_deref(), started, shared, access);
     }
@@ -148,6 +172,8 @@ enum Failure {
     Backend(#[source] hyper_util::client::legacy::Error),
     #[error("no response before the route's timeout")]
     Timeout,
+    #[error("the request body grew past the route's max_body_bytes")]
+    BodyTooLarge,
     #[error("cannot build the request for the backend")]
     BadRequest(#[source] http::Error),
 }
@@ -158,6 +184,7 @@ impl Failure {
             Failure::NoBackend => (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
             Failure::Connect(_) | Failure::Backend(_) => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
             Failure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
+            Failure::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
             Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request\n"),
         }
     }
@@ -259,11 +286,24 @@ async fn forward(
                 tracing::debug!(backend = %backend.addr(), error = ?err, "connect to backend failed");
                 last = Failure::Connect(err);
             }
+            Ok(Err(err)) if caused_by::<BodyTooLarge>(&err) => return Err(Failure::BodyTooLarge),
             Ok(Err(err)) => return Err(Failure::Backend(err)),
             Err(_) => return Err(Failure::Timeout),
         }
     }
     Err(last)
+}
+
+/// Whether `E` is somewhere in `err`'s source chain.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Copies bytes both ways between an upgraded client connection and the backend's.

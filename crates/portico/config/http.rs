@@ -13,6 +13,8 @@ use super::{CertificateConfig, HttpListenerSpec, Protocol, RouteConfig};
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// hyper's HTTP/1 buffer cannot hold less, so a smaller limit could not hold on HTTP/1.1.
+const MIN_HEADER_BYTES: i64 = 8192;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRIES: u32 = 2;
@@ -73,7 +75,7 @@ pub(super) fn validate_http(
         &format!("{key}.max_header_bytes"),
         raw.max_header_bytes,
         DEFAULT_MAX_HEADER_BYTES as i64,
-        1024,
+        MIN_HEADER_BYTES,
         1024 * 1024,
     );
     let max_headers = range(
