@@ -525,6 +525,9 @@ impl Chromium {
                 "--disable-component-update",
                 "--disable-sync",
                 "--mute-audio",
+                // Console messages (uncaught exceptions, CSP violations) go to stderr.
+                "--enable-logging=stderr",
+                "--v=0",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--virtual-time-budget={VIRTUAL_TIME_MS}"))
@@ -574,7 +577,17 @@ impl Chromium {
         match status {
             None => panic!("chromium did not finish within {BROWSER_WAIT:?} on {url}:\n{stderr}"),
             Some(s) if !s.success() => panic!("chromium failed ({s}) on {url}:\n{stderr}"),
-            Some(_) => stdout,
+            Some(_) => {
+                // The page itself never writes to the console: any console line is an error.
+                let console: Vec<&str> =
+                    stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
+                assert!(
+                    console.is_empty(),
+                    "the page wrote to the browser console on {url}:\n{}",
+                    console.join("\n")
+                );
+                stdout
+            }
         }
     }
 }
