@@ -293,6 +293,8 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     /// Extra attempts on other backends for idempotent requests that reached none. Default 2.
     pub retries: u32,
+    /// Send this `Host` to the backend instead of the client's (X-Forwarded-Host keeps it).
+    pub host_rewrite: Option<::http::HeaderValue>,
 }
 
 /// A certificate chain and key, as read from their files at validation.

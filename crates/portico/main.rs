@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod ctl;
 mod demo;
+mod docs;
 mod logging;
 mod supervisor;
 mod systemd;
@@ -21,6 +22,12 @@ use crate::cli::{Cli, Command};
 use crate::supervisor::ConfigOrigin;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == docs::SUBCOMMAND)
+    {
+        return docs::main(std::env::args_os().skip(1)); // hidden: man pages, completions
+    }
     let mut cli = Cli::parse();
     match cli
         .command

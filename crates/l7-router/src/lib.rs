@@ -42,6 +42,8 @@ pub struct RouteTarget {
     /// Extra attempts on other backends for idempotent requests that never reached one.
     pub retries: u32,
     pub metrics: RouteMetrics,
+    /// Sent to the backend as `Host` instead of the client's.
+    pub host_rewrite: Option<http::HeaderValue>,
     /// Each backend's `ip:port` as a URI authority, by backend index, made once per snapshot.
     authorities: Box<[http::uri::Authority]>,
 }
@@ -71,6 +73,7 @@ impl RouteTarget {
             max_body_bytes: policy.max_body_bytes,
             retries: policy.retries,
             metrics: RouteMetrics::new(listener, route),
+            host_rewrite: policy.host_rewrite,
             authorities,
         }
     }
@@ -81,11 +84,13 @@ impl RouteTarget {
 }
 
 /// A route's request policy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RoutePolicy {
     pub timeout: Duration,
     pub max_body_bytes: Option<u64>,
     pub retries: u32,
+    /// Send this `Host` to the backend instead of the client's.
+    pub host_rewrite: Option<http::HeaderValue>,
 }
 
 /// An http/https listener's settings as one snapshot sees them.

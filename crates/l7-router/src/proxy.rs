@@ -218,6 +218,9 @@ async fn forward(
             upgrade,
         },
     );
+    if let Some(host) = &target.host_rewrite {
+        parts.headers.insert(HOST, host.clone());
+    }
     parts.version = if target.upstream.settings().http2 {
         Version::HTTP_2
     } else {

@@ -8,7 +8,7 @@ use l7_router::routes::{RouteSpec, RouteTable};
 use l7_router::tls;
 
 use super::raw::{RawConfig, RawListener};
-use super::validate::{Errors, duration_or, positive_duration};
+use super::validate::{Errors, positive_duration};
 use super::{CertificateConfig, HttpListenerSpec, Protocol, RouteConfig};
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -200,6 +200,23 @@ fn validate_routes(
             0,
             10,
         );
+        let host_rewrite = match &r.host_rewrite {
+            None => Some(None),
+            Some(h)
+                if !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) =>
+            {
+                http::HeaderValue::from_str(h).ok().map(Some)
+            }
+            Some(h) => {
+                e.add(
+                    format!("{rkey}.host_rewrite"),
+                    format!("\"{h}\" is not a host (name or address, optional :port)"),
+                );
+                None
+            }
+        };
         let name = r.name.clone().unwrap_or_else(|| {
             default_route_name(
                 i,
@@ -207,25 +224,29 @@ fn validate_routes(
                 r.path_exact.as_deref().or(r.path_prefix.as_deref()),
             )
         });
-        match (pool, timeout, max_body_bytes, retries) {
-            (Some(pool), Some(timeout), Some(max_body_bytes), Some(retries)) => {
-                routes.push(RouteConfig {
-                    name,
-                    host: r.host.clone(),
-                    path_prefix: r.path_prefix.clone(),
-                    path_exact: r.path_exact.clone(),
-                    methods: r.methods.clone().unwrap_or_default(),
-                    headers: r.headers.clone().unwrap_or_default().into_iter().collect(),
-                    pool,
-                    timeout,
-                    max_body_bytes,
-                    retries: retries as u32,
-                })
-            }
+        match (pool, timeout, max_body_bytes, retries, host_rewrite) {
+            (
+                Some(pool),
+                Some(timeout),
+                Some(max_body_bytes),
+                Some(retries),
+                Some(host_rewrite),
+            ) => routes.push(RouteConfig {
+                name,
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                path_exact: r.path_exact.clone(),
+                methods: r.methods.clone().unwrap_or_default(),
+                headers: r.headers.clone().unwrap_or_default().into_iter().collect(),
+                pool,
+                timeout,
+                max_body_bytes,
+                retries: retries as u32,
+                host_rewrite,
+            }),
             _ => ok = false,
         }
     }
-    let _ = duration_or;
     ok.then_some(routes)
 }
 

@@ -157,6 +157,7 @@ pub struct RawRoute {
     pub timeout: Option<String>,
     pub max_body_bytes: Option<i64>,
     pub retries: Option<i64>,
+    pub host_rewrite: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -174,41 +174,52 @@ impl BackendRegistry {
         pools: &BTreeMap<String, Arc<Pool>>,
         upstreams: &mut HashMap<(String, UpstreamSettings), Arc<Upstream>>,
     ) -> HttpListenerConfig {
-        let mut target = |route: &str, pool_name: &str, timeout, max_body_bytes, retries| {
-            let pc = &config.pools[pool_name];
-            let settings = UpstreamSettings {
-                connect_timeout: l.connect_timeout,
-                idle_timeout: pc.http.keepalive_timeout,
-                max_idle_per_backend: pc.http.max_idle,
-                http2: pc.http.http2,
+        let mut target =
+            |route: &str, pool_name: &str, timeout, max_body_bytes, retries, host_rewrite| {
+                let pc = &config.pools[pool_name];
+                let settings = UpstreamSettings {
+                    connect_timeout: l.connect_timeout,
+                    idle_timeout: pc.http.keepalive_timeout,
+                    max_idle_per_backend: pc.http.max_idle,
+                    http2: pc.http.http2,
+                };
+                let key = (pool_name.to_owned(), settings.clone());
+                let upstream = upstreams
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        self.upstreams
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(Upstream::new(settings)))
+                    })
+                    .clone();
+                let policy = RoutePolicy {
+                    timeout,
+                    max_body_bytes,
+                    retries,
+                    host_rewrite,
+                };
+                Arc::new(RouteTarget::new(
+                    name,
+                    route,
+                    Arc::clone(&pools[pool_name]),
+                    upstream,
+                    policy,
+                ))
             };
-            let key = (pool_name.to_owned(), settings.clone());
-            let upstream = upstreams
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    self.upstreams
-                        .get(&key)
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(Upstream::new(settings)))
-                })
-                .clone();
-            let policy = RoutePolicy {
-                timeout,
-                max_body_bytes,
-                retries,
-            };
-            Arc::new(RouteTarget::new(
-                name,
-                route,
-                Arc::clone(&pools[pool_name]),
-                upstream,
-                policy,
-            ))
-        };
         let mut targets: Vec<Arc<RouteTarget>> = spec
             .routes
             .iter()
-            .map(|r| target(&r.name, &r.pool, r.timeout, r.max_body_bytes, r.retries))
+            .map(|r| {
+                target(
+                    &r.name,
+                    &r.pool,
+                    r.timeout,
+                    r.max_body_bytes,
+                    r.retries,
+                    r.host_rewrite.clone(),
+                )
+            })
             .collect();
         if let Some(default) = &l.pool {
             targets.push(target(
@@ -217,6 +228,7 @@ impl BackendRegistry {
                 crate::config::DEFAULT_ROUTE_TIMEOUT,
                 None,
                 crate::config::DEFAULT_RETRIES,
+                None,
             ));
         }
         let tls = (!spec.certificates.is_empty()).then(|| {

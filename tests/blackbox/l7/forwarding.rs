@@ -213,3 +213,47 @@ pool = "teapot"
     assert_eq!(r.status, 503);
     assert_eq!(Echoed::parse(&r.body).backend, "teapot");
 }
+
+#[test]
+fn a_route_can_rewrite_the_host_the_backend_sees() {
+    let backend = HttpBackend::start("internal");
+    let portico = Portico::start(&format!(
+        r#"{pools}
+[listeners.web]
+bind = "127.0.0.1:0"
+protocol = "http"
+
+[[listeners.web.routes]]
+path_prefix = "/api/"
+pool = "internal"
+host_rewrite = "api.internal.svc"
+
+[[listeners.web.routes]]
+path_prefix = "/"
+pool = "internal"
+"#,
+        pools = pools_of(&[&backend]),
+    ));
+    let addr = portico.addr("web");
+    let rewritten = echoed(&Curl::http(addr, "/api/x").host("shop.example.com").run());
+    assert_eq!(rewritten.header("host"), Some("api.internal.svc"));
+    // The client's host is not lost: X-Forwarded-Host carries it.
+    assert_eq!(
+        rewritten.header("x-forwarded-host"),
+        Some("shop.example.com")
+    );
+    let kept = echoed(&Curl::http(addr, "/other").host("shop.example.com").run());
+    assert_eq!(
+        kept.header("host"),
+        Some("shop.example.com"),
+        "Host is kept by default"
+    );
+
+    let err = Portico::try_start(&format!(
+        "{pools}\n[listeners.web]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n[[listeners.web.routes]]\npool = \"internal\"\nhost_rewrite = \"bad host/x\"\n",
+        pools = pools_of(&[&backend]),
+    ))
+    .err()
+    .expect("a bad host_rewrite is a config error");
+    assert!(err.contains("listeners.web.routes.0.host_rewrite"), "{err}");
+}

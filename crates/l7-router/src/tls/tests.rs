@@ -2,7 +2,9 @@
 
 mod handshake;
 
-use std::sync::Arc;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -13,13 +15,96 @@ use rustls::sign::CertifiedKey;
 
 use super::*;
 
-/// An RSA 2048 key as PKCS#1 (`openssl genrsa -traditional 2048`) and the same key as PKCS#8
-/// (`openssl pkcs8 -topk8 -nocrypt`), which rcgen needs to sign the test certificate.
-const RSA_PKCS1: &str = include_str!("testdata/rsa2048_pkcs1.pem");
-const RSA_PKCS8: &str = include_str!("testdata/rsa2048_pkcs8.pem");
-/// An EC P-256 key as SEC1 (`openssl ecparam -name prime256v1 -genkey -noout`) and as PKCS#8.
-const EC_SEC1: &str = include_str!("testdata/ec_p256_sec1.pem");
-const EC_PKCS8: &str = include_str!("testdata/ec_p256_pkcs8.pem");
+/// One private key generated at test time by the `openssl` CLI, in two encodings: `native`
+/// (PKCS#1 `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`, what Portico must load) and `pkcs8`
+/// (`PRIVATE KEY`, the same key as rcgen needs it to sign the test certificate). No private
+/// key is committed: ring (rcgen's backend here) can neither generate RSA keys nor write
+/// PKCS#1 or SEC1, so openssl makes them, through pipes, never on disk.
+struct OpensslKey {
+    native: String,
+    pkcs8: String,
+}
+
+impl OpensslKey {
+    /// RSA 2048 as PKCS#1 (`openssl genrsa -traditional`: OpenSSL 3 writes PKCS#8 without
+    /// `-traditional`), generated once per test run (RSA key generation is slow).
+    fn rsa() -> &'static OpensslKey {
+        static RSA: OnceLock<OpensslKey> = OnceLock::new();
+        RSA.get_or_init(|| Self::generate(&["genrsa", "-traditional", "2048"], "RSA PRIVATE KEY"))
+    }
+
+    /// EC P-256 as SEC1 (`openssl ecparam -genkey -noout`).
+    fn ec_p256() -> &'static OpensslKey {
+        static EC: OnceLock<OpensslKey> = OnceLock::new();
+        EC.get_or_init(|| {
+            Self::generate(
+                &["ecparam", "-genkey", "-name", "prime256v1", "-noout"],
+                "EC PRIVATE KEY",
+            )
+        })
+    }
+
+    /// Runs `openssl GENERATE...`, checks that it wrote a `native_label` PEM block, and
+    /// converts that key to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`.
+    fn generate(generate: &[&str], native_label: &str) -> OpensslKey {
+        let native = openssl(generate, None);
+        assert_pem_label(&native, native_label, generate);
+        let to_pkcs8 = ["pkcs8", "-topk8", "-nocrypt"];
+        let pkcs8 = openssl(&to_pkcs8, Some(&native));
+        assert_pem_label(&pkcs8, "PRIVATE KEY", &to_pkcs8);
+        OpensslKey { native, pkcs8 }
+    }
+
+    /// The PKCS#8 form as an rcgen key pair, to sign certificates with.
+    fn key_pair(&self) -> KeyPair {
+        KeyPair::from_pem(&self.pkcs8).unwrap()
+    }
+}
+
+/// Runs `openssl ARGS`, with `stdin` on its standard input; returns its standard output.
+/// Panics with a clear message when openssl is missing or fails.
+fn openssl(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the TLS tests generate their keys with the `openssl` command, which cannot be \
+                 run ({e}): install it (Debian/Ubuntu: apt-get install openssl)"
+            )
+        });
+    // Written and closed before reading: a key is far smaller than a pipe's buffer.
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Asserts that `pem` is exactly one PEM block labelled `label`: so each test really covers the
+/// key format it names, whatever openssl's defaults are.
+#[track_caller]
+fn assert_pem_label(pem: &str, label: &str, command: &[&str]) {
+    let begin = format!("-----BEGIN {label}-----\n");
+    let end = format!("-----END {label}-----\n");
+    assert!(
+        pem.starts_with(&begin) && pem.ends_with(&end) && pem.matches("-----BEGIN ").count() == 1,
+        "`openssl {}` did not write one `{label}` block:\n{pem}",
+        command.join(" ")
+    );
+}
 
 /// A test certificate: its PEM, its key's PEM (PKCS#8) and DER for comparisons.
 pub(super) struct TestCert {
@@ -117,30 +202,22 @@ fn loads_ecdsa_p256_p384_and_ed25519_pkcs8_keys() {
 }
 
 #[test]
-fn loads_a_pkcs1_rsa_key() {
-    let cert = TestCert::with(
-        "rsa.test",
-        &["rsa.test"],
-        KeyPair::from_pem(RSA_PKCS8).unwrap(),
-        |_| {},
-    );
-    assert!(RSA_PKCS1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-    let loaded = load_certified_key(cert.cert_pem.as_bytes(), RSA_PKCS1.as_bytes()).unwrap();
+fn loads_a_pkcs1_rsa_key_and_its_pkcs8_form() {
+    let key = OpensslKey::rsa();
+    let cert = TestCert::with("rsa.test", &["rsa.test"], key.key_pair(), |_| {});
+    let loaded = load_certified_key(cert.cert_pem.as_bytes(), key.native.as_bytes()).unwrap();
     assert_eq!(loaded.names, ["rsa.test"]);
-    // The PKCS#8 form of the same key loads too.
-    load_certified_key(cert.cert_pem.as_bytes(), RSA_PKCS8.as_bytes()).unwrap();
+    let loaded = load_certified_key(cert.cert_pem.as_bytes(), key.pkcs8.as_bytes()).unwrap();
+    assert_eq!(loaded.names, ["rsa.test"]);
 }
 
 #[test]
-fn loads_a_sec1_ec_key() {
-    let cert = TestCert::with(
-        "ec.test",
-        &["ec.test"],
-        KeyPair::from_pem(EC_PKCS8).unwrap(),
-        |_| {},
-    );
-    assert!(EC_SEC1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
-    let loaded = load_certified_key(cert.cert_pem.as_bytes(), EC_SEC1.as_bytes()).unwrap();
+fn loads_a_sec1_ec_key_and_its_pkcs8_form() {
+    let key = OpensslKey::ec_p256();
+    let cert = TestCert::with("ec.test", &["ec.test"], key.key_pair(), |_| {});
+    let loaded = load_certified_key(cert.cert_pem.as_bytes(), key.native.as_bytes()).unwrap();
+    assert_eq!(loaded.names, ["ec.test"]);
+    let loaded = load_certified_key(cert.cert_pem.as_bytes(), key.pkcs8.as_bytes()).unwrap();
     assert_eq!(loaded.names, ["ec.test"]);
 }
 
@@ -154,7 +231,12 @@ fn a_key_of_another_certificate_is_a_mismatch() {
     ));
     // Also across key types: an RSA key for an ECDSA certificate.
     assert!(matches!(
-        load_err(&a.cert_pem, RSA_PKCS1),
+        load_err(&a.cert_pem, &OpensslKey::rsa().native),
+        TlsError::KeyMismatch
+    ));
+    // And in the other formats: a SEC1 key of another certificate.
+    assert!(matches!(
+        load_err(&a.cert_pem, &OpensslKey::ec_p256().native),
         TlsError::KeyMismatch
     ));
 }
