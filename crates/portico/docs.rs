@@ -110,15 +110,14 @@ fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
     clap_mangen::generate_to(cmd.clone(), dir)?;
 
     let man = Man::new(cmd).manual("Portico Manual");
-    let mut page = Vec::new();
-    man.render_title(&mut page)?;
-    man.render_name_section(&mut page)?;
-    man.render_synopsis_section(&mut page)?;
-    man.render_description_section(&mut page)?;
-    man.render_options_section(&mut page)?;
-    man.render_subcommands_section(&mut page)?;
-    page.extend_from_slice(MAN_EXTRA.as_bytes());
-    man.render_version_section(&mut page)?;
+    let mut rendered = Vec::new();
+    man.render(&mut rendered)?;
+    let rendered = String::from_utf8(rendered)?;
+    // The extra sections go before VERSION, the last one clap_mangen writes.
+    let at = rendered
+        .find("\n.SH VERSION")
+        .map_or(rendered.len(), |i| i + 1);
+    let page = format!("{}{MAN_EXTRA}{}", &rendered[..at], &rendered[at..]);
     fs::write(dir.join(man.get_filename()), page)?;
     Ok(())
 }
