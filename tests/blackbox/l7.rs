@@ -7,9 +7,11 @@
 
 mod failures;
 mod forwarding;
+mod grpc;
 mod hostile;
 mod operations;
 mod routing;
+mod streaming;
 mod tls;
 
 use std::io::{Read, Write};

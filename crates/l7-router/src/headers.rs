@@ -1,5 +1,6 @@
 //! Header rewriting on the way to the backend and back: hop-by-hop headers removed (RFC 9110
-//! §7.6.1, including those named in `Connection`), X-Forwarded-For appended,
+//! §7.6.1, including those named in `Connection`; `Trailer` is end to end and stays, or
+//! HTTP/1.1 trailers would be dropped), X-Forwarded-For appended,
 //! X-Forwarded-Proto/-Host set, an optional RFC 7239 `Forwarded` element and request id added.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,6 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
 const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
-const TRAILER: HeaderName = HeaderName::from_static("trailer");
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -123,7 +123,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         PROXY_CONNECTION,
         PROXY_AUTHENTICATE,
         PROXY_AUTHORIZATION,
-        TRAILER,
         TRANSFER_ENCODING,
         UPGRADE,
     ] {
