@@ -2,6 +2,9 @@
 
 pub mod backend;
 pub mod http;
+pub mod http_backend;
+pub mod real_clients;
+pub mod tls_certs;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

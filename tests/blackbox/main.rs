@@ -9,5 +9,6 @@ mod check;
 mod ctl;
 mod health;
 mod l4;
+mod l7;
 mod lifecycle;
 mod proxy_protocol;
