@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use net_core::error_chain::ErrorChain;
 use net_core::proxy_protocol;
 use net_core::{ActiveConnection, hash};
 use socket2::{SockRef, TcpKeepalive};
@@ -168,19 +169,4 @@ fn set_keepalive(stream: &TcpStream) {
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_RETRIES);
     let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive);
-}
-
-/// Displays an error with its `source()` chain: "a: b: c".
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
-    }
 }

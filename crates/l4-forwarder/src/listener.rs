@@ -1,12 +1,10 @@
 //! The accept loop of one TCP listener and the listener's long-lived shared state.
 
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use metrics::{Counter, Gauge};
-use net_core::lifecycle::{CancellationToken, ConnectionLimit, TaskTracker};
+use net_core::lifecycle::{Acceptor, CancellationToken, ConnectionLimit, TaskTracker};
 use net_core::{clock, metric_names};
 use tokio::net::TcpListener;
 
@@ -15,9 +13,6 @@ use crate::connection;
 
 /// At most one "connection limit reached" warning per listener per this interval.
 const REJECT_LOG_INTERVAL_MS: u64 = 1_000;
-/// Back-off after an accept error (EMFILE, ENOBUFS...), doubling up to the cap.
-const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What outlives snapshots for one listener: its name, connection limit and metric handles.
 /// The daemon keeps it in its listener registry and reuses it across reloads.
@@ -114,27 +109,8 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let local = listener.local_addr().ok();
-    let mut backoff = ACCEPT_BACKOFF_START;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => {
-                backoff = ACCEPT_BACKOFF_START;
-                pair
-            }
-            Err(err) => {
-                if !is_per_connection_error(&err) {
-                    tracing::warn!(listener = %shared.name, error = %err, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                }
-                continue;
-            }
-        };
+    let mut acceptor = Acceptor::new(&listener, &stop, &shared.name);
+    while let Some((stream, peer)) = acceptor.next().await {
         shared.metrics.connections_total.increment(1);
         let Some(permit) = shared.limit.try_acquire() else {
             shared.note_rejected();
@@ -159,17 +135,4 @@ pub async fn serve(
         });
     }
     tracing::debug!(listener = %shared.name, "stopped accepting");
-}
-
-/// Errors that concern only the connection being accepted (the peer gave up); the next accept
-/// can go on at once.
-fn is_per_connection_error(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }

@@ -10,6 +10,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
+use net_core::error_chain::ErrorChain;
 use net_core::{ActiveConnection, hash};
 use tokio::time::Instant;
 
@@ -432,21 +433,6 @@ fn local(
         .headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     response
-}
-
-/// Displays an error with its `source()` chain: "a: b: c".
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics::{Counter, Gauge};
-use net_core::lifecycle::{CancellationToken, ConnectionLimit, TaskTracker};
+use net_core::lifecycle::{Acceptor, CancellationToken, ConnectionLimit, TaskTracker};
 use net_core::metric_names;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -22,10 +22,6 @@ use tokio::net::TcpListener;
 use crate::metrics::RouteMetrics;
 use crate::proxy::{self, ConnInfo};
 use crate::{ConfigSource, HttpListenerConfig};
-
-/// Back-off after an accept error (EMFILE...), doubling up to the cap.
-const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What outlives snapshots for one http listener: name, connection limit, metric handles.
 #[derive(Debug)]
@@ -87,25 +83,8 @@ pub async fn serve(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut backoff = ACCEPT_BACKOFF_START;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => {
-                backoff = ACCEPT_BACKOFF_START;
-                pair
-            }
-            Err(err) => {
-                tracing::warn!(listener = %shared.name, error = %err, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
-        };
+    let mut acceptor = Acceptor::new(&listener, &stop, &shared.name);
+    while let Some((stream, peer)) = acceptor.next().await {
         shared.connections_total.increment(1);
         let Some(permit) = shared.limit.try_acquire() else {
             shared.rejected.increment(1);

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod balance;
 pub mod clock;
+pub mod error_chain;
 pub mod hash;
 pub mod health;
 pub mod lifecycle;

@@ -1,12 +1,83 @@
-//! Lifecycle primitives shared by every listener: a resizable connection limit with owned
-//! permits, the drain signal (a cancellation token) and the task tracker that a drain waits on.
+//! Lifecycle primitives shared by every listener: the accept loop's acceptor (stop signal,
+//! back-off on accept errors), a resizable connection limit with owned permits, the drain
+//! signal (a cancellation token) and the task tracker that a drain waits on.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpStream};
+
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
+
+/// Back-off after an accept error that is not about one connection (EMFILE, ENOBUFS...),
+/// doubling up to the cap.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Hands out a listener's connections until its stop signal. Accept errors never end the
+/// loop: those about the connection being accepted (the peer gave up) are skipped at once,
+/// the others (out of file descriptors or buffers) are logged and back off, so the loop
+/// neither dies nor spins.
+pub struct Acceptor<'a> {
+    listener: &'a TcpListener,
+    stop: &'a CancellationToken,
+    name: &'a str,
+    backoff: Duration,
+}
+
+impl<'a> Acceptor<'a> {
+    /// `name` is the listener's, for the log.
+    pub fn new(listener: &'a TcpListener, stop: &'a CancellationToken, name: &'a str) -> Self {
+        Self {
+            listener,
+            stop,
+            name,
+            backoff: ACCEPT_BACKOFF_START,
+        }
+    }
+
+    /// The next connection, or None once the stop signal is given.
+    pub async fn next(&mut self) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return None,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok(pair) => {
+                    self.backoff = ACCEPT_BACKOFF_START;
+                    return Some(pair);
+                }
+                Err(err) if is_per_connection_error(&err) => {}
+                Err(err) => {
+                    tracing::warn!(listener = self.name, error = %err, backoff = ?self.backoff, "accept failed; backing off");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return None,
+                        () = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Errors that concern only the connection being accepted: the next accept can go on at once.
+fn is_per_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
 
 /// A connection limit whose size can change on reload without touching open connections.
 #[derive(Debug)]
