@@ -87,8 +87,8 @@ async fn forward(
     }
 
     let copied = copy::copy_with_idle_timeout(
-        &mut client,
-        &mut upstream,
+        &client,
+        &upstream,
         config.idle_timeout,
         &shared.metrics.bytes_in,
         &shared.metrics.bytes_out,
