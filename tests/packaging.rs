@@ -1,6 +1,6 @@
-//! Packaging: the systemd unit passes `systemd-analyze verify` and keeps its hardening score,
-//! `portico __generate-docs` writes the man pages and completions the .deb ships, and the
-//! cargo-deb metadata and maintainer scripts are wired up. Building the .deb itself takes
+//! Packaging: the systemd units pass `systemd-analyze verify` and the service keeps its
+//! hardening score, `portico __generate-docs` writes the man pages and completions the .deb
+//! ships, and the cargo-deb metadata and maintainer scripts are wired up. Building the .deb itself takes
 //! minutes (thin LTO) and is left to `packaging/build-deb.sh`.
 
 use std::fs;
@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 const PORTICO: &str = env!("CARGO_BIN_EXE_portico");
 const UNIT: &str = "packaging/systemd/portico.service";
+/// The optional socket-activation unit.
+const SOCKET_UNIT: &str = "packaging/systemd/portico.socket";
 /// Where the unit (and the .deb) expect the binary.
 const INSTALLED_BIN: &str = "/usr/bin/portico";
 /// Highest accepted `systemd-analyze security` exposure, in tenths (systemd's `--threshold`
@@ -85,6 +87,37 @@ fn unit_passes_systemd_analyze_verify() {
         "systemd-analyze verify {UNIT} failed ({}):\n{stderr}",
         output.status
     );
+}
+
+#[test]
+fn socket_unit_passes_systemd_analyze_verify_and_matches_the_shipped_config() {
+    let mut analyze = systemd_analyze();
+    let dir = tempfile::tempdir().unwrap();
+    unit_for_this_build(dir.path()); // the service it activates
+    let socket = dir.path().join("portico.socket");
+    let text = read(SOCKET_UNIT);
+    fs::write(&socket, &text).unwrap();
+    let output = run(analyze.args(["verify", "--man=no"]).arg(&socket));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("portico")).collect();
+    assert!(
+        output.status.success() && ours.is_empty(),
+        "systemd-analyze verify {SOCKET_UNIT} failed ({}):\n{stderr}",
+        output.status
+    );
+    // Portico adopts a socket only when its address equals a listener's bind exactly.
+    let config = read("config/portico.toml");
+    let listens: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ListenStream="))
+        .collect();
+    assert!(!listens.is_empty(), "{SOCKET_UNIT} has no ListenStream=");
+    for addr in listens {
+        assert!(
+            config.contains(&format!("bind = \"{addr}\"")),
+            "{SOCKET_UNIT}: ListenStream={addr} is no listener's bind in config/portico.toml"
+        );
+    }
 }
 
 #[test]

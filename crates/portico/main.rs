@@ -1,6 +1,9 @@
 //! The Portico daemon: CLI, config loading, the supervisor (listeners, reload, shutdown),
 //! signals and systemd. The data paths live in the library crates.
-#![forbid(unsafe_code)]
+//!
+//! `deny`, not `forbid`: `socket_activation` is the one module allowed `unsafe` (STYLE.md
+//! rule 15); its `//!` says why it is sound.
+#![deny(unsafe_code)]
 
 mod admin;
 mod api_state;
@@ -10,6 +13,7 @@ mod ctl;
 mod demo;
 mod docs;
 mod logging;
+mod socket_activation;
 mod supervisor;
 mod systemd;
 mod telemetry;
@@ -94,6 +98,14 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
+    // First, while this is the only thread (it edits the environment).
+    let inherited = match socket_activation::take() {
+        Ok(sockets) => sockets,
+        Err(err) => {
+            eprintln!("portico: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match origin.load() {
         Ok(c) => c,
         Err(errors) => {
@@ -136,7 +148,15 @@ fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
             None
         };
         telemetry::spawn_upkeep(prometheus.clone());
-        supervisor::run(origin, config, log, prometheus, demo_nodes.is_some()).await
+        supervisor::run(
+            origin,
+            config,
+            inherited,
+            log,
+            prometheus,
+            demo_nodes.is_some(),
+        )
+        .await
     });
     // Connections past the grace period are cut here, with the runtime.
     runtime.shutdown_background();

@@ -80,9 +80,11 @@ struct Supervisor {
 }
 
 /// Runs until SIGTERM/SIGINT, then drains. Errors only when the first start fails.
+/// `inherited`: sockets from systemd socket activation, adopted by address.
 pub async fn run(
     origin: ConfigOrigin,
     file: Config,
+    inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
     log: LogHandle,
     prometheus: PrometheusHandle,
     demo: bool,
@@ -124,13 +126,18 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let source = Arc::new(SnapshotSource(Arc::clone(&snapshot)));
     let mut listeners = ListenerRegistry::new(source, tracker.clone());
+    listeners.adopt(inherited);
     let prepared = listeners.prepare(&effective)?;
     listeners.apply(&effective, prepared).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let admin_stop = CancellationToken::new();
-    let admin_listener = listeners::bind_admin(effective.admin.listen)?;
+    let admin_listener = listeners::bind_admin(
+        effective.admin.listen,
+        listeners.take_inherited(effective.admin.listen, "admin.listen"),
+    )?;
+    listeners.close_unclaimed();
     tracing::info!(addr = %admin_listener.local_addr()?, "admin server listening");
     let ctx = Arc::new(AdminContext {
         commands: commands_tx,

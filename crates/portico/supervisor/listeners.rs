@@ -2,6 +2,10 @@
 //! listener whose address is unchanged (no connection is refused during a reload), binds new
 //! ones before anything changes (so a bind error fails the reload cleanly), and stops the
 //! removed ones, whose open connections finish.
+//!
+//! Sockets passed by systemd socket activation are adopted by address: a listener (or the
+//! admin server) whose configured `bind` equals an inherited socket's local address uses it
+//! instead of binding; once everything is bound, the ones nobody claimed are closed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -104,6 +108,8 @@ pub struct Prepared {
 
 pub struct ListenerRegistry {
     entries: BTreeMap<String, Entry>,
+    /// Sockets from systemd socket activation not claimed yet.
+    inherited: Vec<(SocketAddr, std::net::TcpListener)>,
     source: Arc<SnapshotSource>,
     tracker: TaskTracker,
 }
@@ -112,15 +118,46 @@ impl ListenerRegistry {
     pub fn new(source: Arc<SnapshotSource>, tracker: TaskTracker) -> Self {
         Self {
             entries: BTreeMap::new(),
+            inherited: Vec::new(),
             source,
             tracker,
         }
     }
 
+    /// Keeps sockets inherited from systemd socket activation, for `prepare` and
+    /// `take_inherited` to claim by address.
+    pub fn adopt(&mut self, inherited: Vec<(SocketAddr, std::net::TcpListener)>) {
+        self.inherited.extend(inherited);
+    }
+
+    /// The inherited socket whose local address is exactly `bind`, if any (never for port 0).
+    /// `owner` names who adopts it, for the log.
+    pub fn take_inherited(
+        &mut self,
+        bind: SocketAddr,
+        owner: &str,
+    ) -> Option<std::net::TcpListener> {
+        if bind.port() == 0 {
+            return None;
+        }
+        let i = self.inherited.iter().position(|(addr, _)| *addr == bind)?;
+        let (addr, socket) = self.inherited.swap_remove(i);
+        tracing::info!(%addr, owner = %owner, "listener adopted from systemd");
+        Some(socket)
+    }
+
+    /// Closes the inherited sockets that no listener claimed, with a warning each.
+    pub fn close_unclaimed(&mut self) {
+        for (addr, socket) in self.inherited.drain(..) {
+            tracing::warn!(%addr, "closing a socket from systemd that no listener binds");
+            drop(socket);
+        }
+    }
+
     /// Step 1 of a reload: get a socket for every listener of `config` that needs a new one
-    /// (new name, or new address), reusing an open socket on the same address when one exists.
-    /// Nothing running is touched; on error the new sockets are closed.
-    pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
+    /// (new name, or new address), reusing an open socket on the same address when one exists,
+    /// else an inherited one. Nothing running is touched; on error the new sockets are closed.
+    pub fn prepare(&mut self, config: &Config) -> anyhow::Result<Prepared> {
         let mut fresh = BTreeMap::new();
         for (name, l) in &config.listeners {
             if self.keeps(name, l) {
@@ -134,8 +171,11 @@ impl ListenerRegistry {
                 Some(e) => e.socket.try_clone().with_context(|| {
                     format!("listeners.{name}: duplicating the socket of {}", l.bind)
                 })?,
-                None => bind_tcp(l.bind)
-                    .with_context(|| format!("listeners.{name}: cannot bind {}", l.bind))?,
+                None => match self.take_inherited(l.bind, &format!("listeners.{name}")) {
+                    Some(socket) => socket,
+                    None => bind_tcp(l.bind)
+                        .with_context(|| format!("listeners.{name}: cannot bind {}", l.bind))?,
+                },
             };
             let shared = match self.entries.get(name) {
                 Some(e) if e.shared.fits(l.protocol) => e.shared.clone(),
@@ -253,9 +293,15 @@ impl ListenerRegistry {
     }
 }
 
-/// Binds the admin server's socket.
-pub fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let socket = bind_tcp(addr).with_context(|| format!("admin.listen: cannot bind {addr}"))?;
+/// Binds the admin server's socket, or uses `inherited` (from `take_inherited`).
+pub fn bind_admin(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = match inherited {
+        Some(socket) => socket,
+        None => bind_tcp(addr).with_context(|| format!("admin.listen: cannot bind {addr}"))?,
+    };
     Ok(tokio::net::TcpListener::from_std(socket)?)
 }
 
