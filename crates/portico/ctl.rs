@@ -81,10 +81,10 @@ pub async fn run(target: &Target, command: &CtlCommand) -> anyhow::Result<()> {
         }
         CtlCommand::Reload => {
             let done = call(target, Method::POST, "/api/v1/reload").await?;
-            println!(
+            emit(&format!(
                 "reload applied: {}",
                 done["changes"].as_str().unwrap_or("?")
-            );
+            ));
             Ok(())
         }
         CtlCommand::Drain { node, cluster } => drain(target, node, cluster.as_deref(), true).await,
@@ -133,16 +133,16 @@ async fn drain(
             .filter_map(Value::as_str)
             .collect();
         if drain {
-            println!(
+            emit(&format!(
                 "drained node {node} in cluster {c}: no new connections in pools {}; {} open connections finish",
                 pools.join(", "),
                 done["active_connections"]
-            );
+            ));
         } else {
-            println!(
+            emit(&format!(
                 "enabled node {node} in cluster {c} (pools {})",
                 pools.join(", ")
-            );
+            ));
         }
     }
     Ok(())
@@ -239,11 +239,11 @@ fn print_status(s: &Value) {
     } else {
         "not ready"
     };
-    println!(
+    emit(&format!(
         "Portico {} ({ready}, {} health checks)\n",
         text(&s["version"]),
         s["health_checks"]
-    );
+    ));
     let rows: Vec<Vec<String>> = array(&s["listeners"])
         .iter()
         .map(|l| {
@@ -272,12 +272,12 @@ fn print_status(s: &Value) {
             (Some(c), Some(port)) => format!("cluster {c}, NodePort {port}"),
             _ => "servers".into(),
         };
-        println!(
+        emit(&format!(
             "\npool {} ({}, {source}, health {})",
             text(&p["name"]),
             text(&p["balance"]),
             text(&p["health"])
-        );
+        ));
         let rows: Vec<Vec<String>> = array(&p["backends"])
             .iter()
             .map(|b| {
@@ -331,13 +331,23 @@ fn print_status(s: &Value) {
                 t
             })
             .collect();
-        println!(
+        emit(&format!(
             "\ncluster {} (nodes from {}): {}",
             text(&c["name"]),
             text(&c["node_list_from"]),
             nodes.join(", ")
-        );
+        ));
     }
+}
+
+/// Writes one line to stdout. A reader that went away (`portico ctl status | head`) ends the
+/// output quietly instead of panicking the way `println!` does on a broken pipe.
+fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"));
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
@@ -354,7 +364,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        emit(padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
