@@ -26,6 +26,55 @@ use crate::harness::http_backend::{Echoed, HttpBackend};
 use crate::harness::real_clients::CurlResponse;
 
 /// `[pools.NAME]` with `servers = [addrs...]` and any extra lines (`balance = ...`).
+/// An HTTP/2 (prior knowledge) client connection to `addr`, on a runtime of its own that
+/// drives the connection while the test blocks on requests.
+fn h2_connect<B>(
+    addr: SocketAddr,
+) -> (
+    tokio::runtime::Runtime,
+    hyper::client::conn::http2::SendRequest<B>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sender = runtime.block_on(async {
+        let tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("HTTP/2 handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        sender
+    });
+    (runtime, sender)
+}
+
+/// A one-worker runtime for an in-test backend and its listener on 127.0.0.1:0; the backend
+/// keeps the runtime, so dropping the backend stops it.
+fn backend_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (runtime, listener, addr)
+}
+
 fn pool(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     format!("[pools.{name}]\nservers = [{}]\n{extra}\n", list.join(", "))
@@ -128,24 +177,7 @@ struct H2Connection {
 
 impl H2Connection {
     fn open(addr: SocketAddr) -> H2Connection {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let sender = runtime.block_on(async {
-            let tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
-                .await
-                .expect("connect timed out")
-                .expect("connect");
-            let (sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                    .await
-                    .expect("HTTP/2 handshake");
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            sender
-        });
+        let (runtime, sender) = h2_connect(addr);
         H2Connection { runtime, sender }
     }
 

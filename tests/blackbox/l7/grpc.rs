@@ -21,7 +21,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
-use super::pool;
+use super::{backend_runtime, h2_connect, pool};
 use crate::harness::{Portico, WAIT, connect};
 
 /// The method the backend does not implement: it answers trailers-only, `grpc-status: 12`.
@@ -50,15 +50,7 @@ struct GrpcBackend {
 
 impl GrpcBackend {
     fn start() -> GrpcBackend {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (runtime, listener, addr) = backend_runtime();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let (seen_by_server, connections_by_server) = (Arc::clone(&seen), Arc::clone(&connections));
@@ -233,24 +225,7 @@ struct Call {
 
 impl GrpcClient {
     fn connect(addr: SocketAddr) -> GrpcClient {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let sender = runtime.block_on(async {
-            let tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
-                .await
-                .expect("connect timed out")
-                .expect("connect");
-            let (sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                    .await
-                    .expect("HTTP/2 handshake");
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            sender
-        });
+        let (runtime, sender) = h2_connect(addr);
         GrpcClient { runtime, sender }
     }
 

@@ -18,7 +18,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use super::pool;
+use super::{backend_runtime, pool};
 use crate::harness::{Portico, WAIT};
 
 /// What curl uploads and gets back.
@@ -41,15 +41,7 @@ struct StreamingEchoBackend {
 
 impl StreamingEchoBackend {
     fn start() -> StreamingEchoBackend {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (runtime, listener, addr) = backend_runtime();
         let echoed = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&echoed);
         runtime.spawn(async move {
