@@ -20,6 +20,9 @@ use crate::server::HttpListenerShared;
 use crate::upstream::UpstreamBody;
 use crate::{ConfigSource, HttpListenerConfig, RouteTarget};
 
+/// Attempts per request at most: the first plus up to 10 retries (config allows 0 to 10).
+const MAX_ATTEMPTS: usize = 11;
+
 /// What a request knows about its client connection.
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
@@ -45,8 +48,8 @@ pub(crate) async fn handle(
     };
     let host = request_host(&req).map(str::to_owned);
     let access = config.access_log.then(|| AccessLine {
-        listener: Arc::clone(&shared.name_arc()),
-        route: Arc::from("-"),
+        listener: shared.name_arc(),
+        route: shared.no_route_name(),
         client: conn.peer,
         method: req.method().clone(),
         host: host.clone().unwrap_or_default(),
@@ -237,21 +240,22 @@ async fn forward(
     let mut body =
         Some(RequestBody::new(body, target.max_body_bytes, shared.bytes_in.clone()).boxed());
     let attempts = if retryable {
-        1 + target.retries as usize
+        (1 + target.retries as usize).min(MAX_ATTEMPTS)
     } else {
         1
     };
     let deadline = started + target.timeout;
     let pool = &target.pool;
     let key = hash::hash_ip(conn.peer.ip());
-    let mut tried: Vec<usize> = Vec::with_capacity(attempts);
+    // Backends already tried for this request (no allocation: attempts are bounded).
+    let mut tried = [usize::MAX; MAX_ATTEMPTS];
     let mut last = Failure::NoBackend;
     let mut parts = Some(parts);
     for attempt in 0..attempts {
-        let Some(index) = pool.pick(key, &tried) else {
+        let Some(index) = pool.pick(key, &tried[..attempt]) else {
             break;
         };
-        tried.push(index);
+        tried[attempt] = index;
         let backend = pool.backend(index);
         let active = backend.track();
         let mut uri = http::uri::Parts::default();

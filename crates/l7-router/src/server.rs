@@ -35,6 +35,8 @@ pub struct HttpListenerShared {
     pub(crate) bytes_out: Counter,
     /// Requests answered without a route (404, redirects, shutting down).
     pub(crate) unrouted: RouteMetrics,
+    /// The access log's route for requests no route matched.
+    no_route: Arc<str>,
 }
 
 impl HttpListenerShared {
@@ -50,11 +52,16 @@ impl HttpListenerShared {
             bytes_in: bytes("in"),
             bytes_out: bytes("out"),
             unrouted: RouteMetrics::new(name, "none"),
+            no_route: Arc::from("-"),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn no_route_name(&self) -> Arc<str> {
+        Arc::clone(&self.no_route)
     }
 
     pub(crate) fn name_arc(&self) -> Arc<str> {
