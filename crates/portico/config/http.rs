@@ -8,7 +8,7 @@ use l7_router::routes::{RouteSpec, RouteTable};
 use l7_router::tls;
 
 use super::raw::{RawConfig, RawListener};
-use super::validate::{Errors, positive_duration};
+use super::validate::{Errors, positive_duration, range};
 use super::{CertificateConfig, HttpListenerSpec, Protocol, RouteConfig};
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -130,24 +130,6 @@ pub(super) fn validate_http(
         forwarded: raw.forwarded.unwrap_or(false),
         request_id: request_id?,
     })
-}
-
-fn range(
-    e: &mut Errors,
-    key: &str,
-    v: Option<i64>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Option<i64> {
-    match v {
-        None => Some(default),
-        Some(n) if (min..=max).contains(&n) => Some(n),
-        Some(n) => {
-            e.add(key, format!("{n} is out of range ({min} to {max})"));
-            None
-        }
-    }
 }
 
 fn validate_routes(

@@ -11,7 +11,7 @@ use super::raw::{RawCluster, RawHealth, RawMember, RawPassive, RawPool};
 use super::validate::{
     DEFAULT_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_IDLE, DEFAULT_RISE, DEFAULT_WEIGHT, Errors, MAX_WEIGHT, parse_socket_addr, port,
-    positive_duration,
+    positive_duration, range,
 };
 use super::{
     ClusterConfig, ConfigError, HealthConfig, HealthKind, MemberConfig, NodeConfig, PoolConfig,
@@ -133,17 +133,15 @@ pub(super) fn validate_pool(
         &raw.keepalive_timeout,
         DEFAULT_KEEPALIVE_TIMEOUT,
     );
-    let max_idle = match raw.max_idle {
-        None => Some(DEFAULT_MAX_IDLE),
-        Some(n) if (0..=100_000).contains(&n) => Some(n as usize),
-        Some(n) => {
-            e.add(
-                format!("{key}.max_idle"),
-                format!("{n} is out of range (0 to 100000)"),
-            );
-            None
-        }
-    };
+    let max_idle = range(
+        e,
+        &format!("{key}.max_idle"),
+        raw.max_idle,
+        DEFAULT_MAX_IDLE as i64,
+        0,
+        100_000,
+    )
+    .map(|n| n as usize);
 
     let (source, members) = match (&raw.servers, &raw.cluster) {
         (Some(_), Some(_)) => {
@@ -418,13 +416,7 @@ fn validate_passive(
     })
 }
 
+/// rise/fall: 1 to 100.
 fn count(e: &mut Errors, key: &str, v: Option<i64>, default: u32) -> Option<u32> {
-    match v {
-        None => Some(default),
-        Some(n) if (1..=100).contains(&n) => Some(n as u32),
-        Some(n) => {
-            e.add(key, format!("{n} is out of range (1 to 100)"));
-            None
-        }
-    }
+    range(e, key, v, i64::from(default), 1, 100).map(|n| n as u32)
 }

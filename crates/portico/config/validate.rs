@@ -173,14 +173,8 @@ fn validate_runtime(raw: &RawConfig, e: &mut Errors) -> Option<RuntimeConfig> {
     );
     let worker_threads = match r.worker_threads {
         None => Some(None),
-        Some(n) if (1..=1024).contains(&n) => Some(NonZeroUsize::new(n as usize)),
-        Some(n) => {
-            e.add(
-                "runtime.worker_threads",
-                format!("{n} is out of range (1 to 1024)"),
-            );
-            None
-        }
+        Some(n) => range(e, "runtime.worker_threads", Some(n), 1, 1, 1024)
+            .map(|n| NonZeroUsize::new(n as usize)),
     };
     Some(RuntimeConfig {
         shutdown_grace: shutdown_grace?,
@@ -338,17 +332,15 @@ fn validate_listener(
         &raw.idle_timeout,
         DEFAULT_IDLE_TIMEOUT,
     );
-    let max_connections = match raw.max_connections {
-        None => Some(DEFAULT_MAX_CONNECTIONS),
-        Some(n) if (1..=MAX_MAX_CONNECTIONS).contains(&n) => Some(n as usize),
-        Some(n) => {
-            e.add(
-                format!("{key}.max_connections"),
-                format!("{n} is out of range (1 to {MAX_MAX_CONNECTIONS})"),
-            );
-            None
-        }
-    };
+    let max_connections = range(
+        e,
+        &format!("{key}.max_connections"),
+        raw.max_connections,
+        DEFAULT_MAX_CONNECTIONS as i64,
+        1,
+        MAX_MAX_CONNECTIONS,
+    )
+    .map(|n| n as usize);
     let http = if is_http {
         let default_pool = pool.clone().flatten();
         super::http::validate_http(&key, protocol, raw, config, default_pool.as_deref(), e)
@@ -430,6 +422,25 @@ pub(super) fn duration_or(
     match raw {
         None => Some(default),
         Some(text) => e.check(key, parse_duration(text)),
+    }
+}
+
+/// An integer key: `default` when absent, else it must lie within `min..=max`.
+pub(super) fn range(
+    e: &mut Errors,
+    key: &str,
+    v: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
+    match v {
+        None => Some(default),
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        Some(n) => {
+            e.add(key, format!("{n} is out of range ({min} to {max})"));
+            None
+        }
     }
 }
 
