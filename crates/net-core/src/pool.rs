@@ -97,10 +97,6 @@ impl Pool {
         self.balancer.kind()
     }
 
-    pub fn when_all_down(&self) -> WhenAllDown {
-        self.when_all_down
-    }
-
     /// Picks a backend for a new connection. `hash` is the client's balancing key
     /// (`hash::hash_ip`); `tried` holds the indexes that already failed for this connection.
     pub fn pick(&self, hash: u64, tried: &[usize]) -> Option<usize> {
