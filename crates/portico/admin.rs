@@ -30,6 +30,8 @@ use crate::supervisor::Snapshot;
 pub const MAX_BODY: usize = 256 * 1024;
 /// Slow or idle admin clients are cut after this long per request head.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// When the admin server stops, how long a request in progress has to finish.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What an API call asks of the supervisor.
 #[derive(Debug)]
@@ -99,8 +101,8 @@ impl AdminContext {
     }
 }
 
-/// Serves the admin API on `listener` until `stop`. Connections are tracked on `tracker` only
-/// so that shutdown does not wait for them: the admin server is simply stopped.
+/// Serves the admin API on `listener` until `stop`; then requests in progress get up to
+/// `CLOSE_GRACE` to finish (shutdown does not wait for them).
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, stop: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
@@ -127,9 +129,15 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, stop: Cancella
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
-                () = stop.cancelled() => {}
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    // A request in progress gets its answer (with `Connection: close`); an idle
+                    // keep-alive connection closes at once.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                }
             }
         });
     }

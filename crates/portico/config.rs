@@ -94,7 +94,8 @@ pub struct RuntimeConfig {
     pub worker_threads: Option<NonZeroUsize>,
     /// Where API changes are persisted.
     pub state_dir: Option<PathBuf>,
-    /// Unix socket that hands listening sockets to `portico run --upgrade`.
+    /// Unix socket that hands listening sockets to `portico run --upgrade`; unset means the
+    /// best-effort default `/run/portico/upgrade.sock` (see `upgrade::socket_path`).
     pub upgrade_socket: Option<PathBuf>,
 }
 

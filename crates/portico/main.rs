@@ -17,6 +17,7 @@ mod socket_activation;
 mod supervisor;
 mod systemd;
 mod telemetry;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -39,16 +40,8 @@ fn main() -> ExitCode {
         .unwrap_or(Command::Run { upgrade: false })
     {
         Command::Check => check(&cli.config),
-        Command::Run { upgrade } => {
-            if upgrade {
-                eprintln!(
-                    "portico: --upgrade (socket handover from a running Portico) is not available in this version"
-                );
-                return ExitCode::FAILURE;
-            }
-            serve(ConfigOrigin::File(cli.config), false)
-        }
-        Command::Demo => serve(ConfigOrigin::Embedded(demo::DEMO_CONFIG), true),
+        Command::Run { upgrade } => serve(ConfigOrigin::File(cli.config), false, upgrade),
+        Command::Demo => serve(ConfigOrigin::Embedded(demo::DEMO_CONFIG), true, false),
         Command::Ctl {
             admin,
             token_file,
@@ -97,10 +90,21 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
+/// `upgrade`: take the listening sockets over from the process serving the upgrade socket; any
+/// failure before this process serves leaves that process serving, untouched.
+fn serve(origin: ConfigOrigin, demo: bool, upgrade: bool) -> ExitCode {
     // First, while this is the only thread (it edits the environment).
-    let inherited = match socket_activation::take() {
-        Ok(sockets) => sockets,
+    let mut inherited: Vec<supervisor::Inherited> = match socket_activation::take() {
+        Ok(sockets) => sockets
+            .into_iter()
+            .map(|(local, socket)| supervisor::Inherited {
+                owner: None,
+                bind: None,
+                local,
+                socket,
+                from: "systemd",
+            })
+            .collect(),
         Err(err) => {
             eprintln!("portico: {err:#}");
             return ExitCode::FAILURE;
@@ -109,11 +113,42 @@ fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
     let config = match origin.load() {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("portico: {errors}");
+            let hint = if upgrade {
+                "\nportico: upgrade aborted; the running Portico was not touched"
+            } else {
+                ""
+            };
+            eprintln!("portico: {errors}{hint}");
             return ExitCode::FAILURE;
         }
     };
     let log = logging::init(&config.log);
+    let takeover = if upgrade {
+        let path = config
+            .runtime
+            .upgrade_socket
+            .clone()
+            .unwrap_or_else(|| upgrade::DEFAULT_SOCKET.into());
+        match upgrade::take_over(&path) {
+            Ok((takeover, sockets)) => {
+                tracing::info!(
+                    old_pid = takeover.old_pid,
+                    old_version = %takeover.old_version,
+                    sockets = sockets.len(),
+                    "received the listening sockets of the running Portico"
+                );
+                inherited.extend(sockets);
+                Some(takeover)
+            }
+            Err(err) => {
+                tracing::error!("upgrade aborted, the running Portico was not touched: {err:#}");
+                eprintln!("portico: upgrade aborted, the running Portico was not touched: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     // Before anything registers a metric handle.
     let prometheus = match telemetry::install() {
         Ok(handle) => handle,
@@ -152,6 +187,7 @@ fn serve(origin: ConfigOrigin, demo: bool) -> ExitCode {
             origin,
             config,
             inherited,
+            takeover,
             log,
             prometheus,
             demo_nodes.is_some(),

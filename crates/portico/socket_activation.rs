@@ -71,8 +71,9 @@ pub fn take() -> anyhow::Result<Vec<(SocketAddr, TcpListener)>> {
     Ok(sockets)
 }
 
-/// Checks that `socket` is a listening TCP socket and prepares it like `bind_tcp` does.
-fn adopt(socket: Socket) -> anyhow::Result<(SocketAddr, TcpListener)> {
+/// Checks that `socket` is a listening TCP socket and prepares it like `bind_tcp` does (also
+/// used for the sockets a binary upgrade hands over).
+pub fn adopt(socket: Socket) -> anyhow::Result<(SocketAddr, TcpListener)> {
     if socket.r#type()? != Type::STREAM
         || socket.protocol()? != Some(Protocol::TCP)
         || !socket.is_listener()?

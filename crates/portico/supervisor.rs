@@ -24,12 +24,16 @@ use crate::api_state::ApiState;
 use crate::config::{self, Config, ConfigDiff, ConfigErrors};
 use crate::logging::LogHandle;
 use crate::systemd;
+use crate::upgrade::{self, Takeover};
+pub use listeners::Inherited;
 use listeners::ListenerRegistry;
 pub use snapshot::Snapshot;
 use snapshot::{BackendRegistry, SnapshotSource};
 
 /// Admin API commands waiting for the supervisor.
 const COMMAND_QUEUE: usize = 64;
+/// Upgrade requests waiting for the supervisor (one exchange runs at a time).
+const UPGRADE_QUEUE: usize = 4;
 
 /// Where the config comes from, for the first load and every reload.
 pub enum ConfigOrigin {
@@ -79,12 +83,14 @@ struct Supervisor {
     ready: Arc<AtomicBool>,
 }
 
-/// Runs until SIGTERM/SIGINT, then drains. Errors only when the first start fails.
-/// `inherited`: sockets from systemd socket activation, adopted by address.
+/// Runs until SIGTERM/SIGINT (or until a new process took the sockets over), then drains.
+/// Errors only when the start fails. `inherited`: sockets from systemd socket activation or
+/// from the previous process (`takeover`, a binary upgrade), adopted by address or owner.
 pub async fn run(
     origin: ConfigOrigin,
     file: Config,
-    inherited: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+    inherited: Vec<Inherited>,
+    takeover: Option<Takeover>,
     log: LogHandle,
     prometheus: PrometheusHandle,
     demo: bool,
@@ -126,18 +132,42 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let source = Arc::new(SnapshotSource(Arc::clone(&snapshot)));
     let mut listeners = ListenerRegistry::new(source, tracker.clone());
+
+    // Everything is bound before anything accepts: a start that fails half-way (in an upgrade,
+    // with the previous process still serving) never accepted a connection it would drop.
+    let mut takeover = takeover;
     listeners.adopt(inherited);
+    let handed = listeners.unclaimed_listeners();
     let prepared = listeners.prepare(&effective)?;
+    if let Some(t) = &takeover {
+        if handed > 0
+            && listeners.unclaimed_listeners() == handed
+            && !effective.listeners.is_empty()
+        {
+            anyhow::bail!(
+                "none of the {handed} listeners of the process on the upgrade socket (pid {}) is a listener of this config: is it another instance? Nothing was changed",
+                t.old_pid
+            );
+        }
+    }
+    // The admin address is read at start only (a change needs a restart).
+    let admin_bind = effective.admin.listen;
+    let admin_socket = listeners::bind_admin(
+        admin_bind,
+        listeners.take_inherited(effective.admin.listen, "admin.listen"),
+    )?;
+    let upgrade_endpoint = upgrade_endpoint(&effective, takeover.as_mut(), demo)?;
+    listeners.close_unclaimed();
     listeners.apply(&effective, prepared).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let admin_stop = CancellationToken::new();
-    let admin_listener = listeners::bind_admin(
-        effective.admin.listen,
-        listeners.take_inherited(effective.admin.listen, "admin.listen"),
+    let admin_listener = tokio::net::TcpListener::from_std(
+        admin_socket
+            .try_clone()
+            .context("duplicating the admin socket")?,
     )?;
-    listeners.close_unclaimed();
     tracing::info!(addr = %admin_listener.local_addr()?, "admin server listening");
     let ctx = Arc::new(AdminContext {
         commands: commands_tx,
@@ -146,6 +176,15 @@ pub async fn run(
         ready: Arc::clone(&ready),
     });
     tokio::spawn(admin::serve(admin_listener, ctx, admin_stop.clone()));
+    let upgrade_stop = CancellationToken::new();
+    let (upgrade_tx, mut upgrades) = mpsc::channel(UPGRADE_QUEUE);
+    if let Some(endpoint) = &upgrade_endpoint {
+        tokio::spawn(upgrade::serve(
+            Arc::clone(endpoint),
+            upgrade_tx,
+            upgrade_stop.clone(),
+        ));
+    }
 
     let mut sup = Supervisor {
         origin,
@@ -164,23 +203,100 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "portico ready: {status}"
     );
+    if let Some(t) = takeover {
+        if let Err(err) = complete_takeover(t, upgrade_endpoint.is_some()).await {
+            // The previous process never heard that this one serves: it still does, alone
+            // from here on.
+            upgrade_stop.cancel();
+            sup.shutdown(&tracker, &mut commands).await;
+            admin_stop.cancel();
+            return Err(err);
+        }
+    }
     if demo {
         crate::demo::print_instructions(&effective);
     }
     systemd::ready(&status);
     systemd::spawn_watchdog();
 
+    let mut handed_over = None;
     loop {
         tokio::select! {
             _ = hangup.recv() => { let _ = sup.reload().await; }
             Some(command) = commands.recv() => sup.handle(command).await,
+            Some(request) = upgrades.recv() => match request {
+                upgrade::Request::Sockets(reply) => {
+                    let _ = reply.send(sup.handover(admin_bind, &admin_socket));
+                }
+                upgrade::Request::Drain { kept_upgrade_socket } => {
+                    handed_over = Some(kept_upgrade_socket);
+                    break;
+                }
+            },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
 
+    upgrade_stop.cancel();
+    if handed_over.is_some() {
+        // The new process answers the admin API (and /readyz) from now on.
+        admin_stop.cancel();
+        drop(admin_socket);
+        tracing::info!("a new Portico took over the listening sockets");
+    }
     sup.shutdown(&tracker, &mut commands).await;
     admin_stop.cancel();
+    if let Some(endpoint) = upgrade_endpoint {
+        if handed_over != Some(true) {
+            endpoint.remove_file();
+        }
+    }
+    Ok(())
+}
+
+/// The upgrade socket to serve: the one handed over by the previous process when it is at the
+/// configured path, else a new one (none for the demo unless configured).
+fn upgrade_endpoint(
+    config: &Config,
+    takeover: Option<&mut Takeover>,
+    demo: bool,
+) -> anyhow::Result<Option<Arc<upgrade::Endpoint>>> {
+    let Some((path, explicit)) =
+        upgrade::socket_path(config.runtime.upgrade_socket.as_deref(), demo)
+    else {
+        return Ok(None);
+    };
+    let handed = takeover.and_then(|t| t.upgrade_socket.take());
+    let endpoint = match handed {
+        Some((old_path, listener)) if old_path == path => {
+            Some(upgrade::Endpoint::adopt(&path, listener)?)
+        }
+        _ => upgrade::Endpoint::bind(&path, explicit)?,
+    };
+    Ok(endpoint.map(Arc::new))
+}
+
+/// Tells the previous process that this one serves, and waits for it to confirm it drains.
+/// An error means it never heard it.
+async fn complete_takeover(
+    mut takeover: Takeover,
+    kept_upgrade_socket: bool,
+) -> anyhow::Result<()> {
+    let old_pid = takeover.old_pid;
+    let confirmed = tokio::task::spawn_blocking(move || {
+        takeover.ready(kept_upgrade_socket)?;
+        anyhow::Ok(takeover.confirmed())
+    })
+    .await
+    .context("the upgrade task failed")??;
+    match confirmed {
+        Ok(()) => tracing::info!(
+            old_pid,
+            "upgrade complete: the previous process stops accepting and drains its connections"
+        ),
+        Err(err) => tracing::warn!(old_pid, "serving, but {err:#}; check that process"),
+    }
     Ok(())
 }
 
@@ -284,6 +400,35 @@ impl Supervisor {
                 "shutdown grace expired; closing the remaining connections"
             );
         }
+    }
+
+    /// Duplicates of every listening socket (traffic and admin), for a binary upgrade.
+    fn handover(
+        &self,
+        admin_bind: std::net::SocketAddr,
+        admin_socket: &std::net::TcpListener,
+    ) -> anyhow::Result<Vec<upgrade::Handed>> {
+        let mut sockets = self.listeners.handover()?;
+        sockets.push((
+            "admin.listen".to_owned(),
+            admin_bind,
+            admin_socket.local_addr()?,
+            admin_socket
+                .try_clone()
+                .context("admin.listen: duplicating its socket")?,
+        ));
+        Ok(sockets
+            .into_iter()
+            .map(|(owner, bind, local, socket)| upgrade::Handed {
+                info: upgrade::SocketInfo {
+                    owner,
+                    bind: Some(bind),
+                    local: Some(local),
+                    path: None,
+                },
+                fd: socket.into(),
+            })
+            .collect())
     }
 
     fn status_line(&self) -> String {

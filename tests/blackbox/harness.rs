@@ -31,7 +31,8 @@ struct Log {
 /// A running `portico run` with its config file in a temporary directory.
 pub struct Portico {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    /// Shared with the process that takes over in a binary upgrade.
+    dir: Arc<tempfile::TempDir>,
     log: Arc<Log>,
     /// Listener name -> the address it bound (learned from the "listener bound" log lines).
     pub addrs: HashMap<String, SocketAddr>,
@@ -47,12 +48,30 @@ impl Portico {
     /// Starts Portico; Err carries its log when it exits before becoming ready.
     pub fn try_start(config: &str) -> Result<Portico, String> {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("portico.toml"), with_test_admin(config))
+            .expect("write config");
+        Self::spawn(Arc::new(dir), &[])
+    }
+
+    /// Starts `portico run --upgrade` on this instance's config file (rewrite it first with
+    /// [`Self::write_config`] to upgrade to another config) and waits until the new process
+    /// is ready; Err carries its log when it exits first.
+    pub fn try_upgrade(&self) -> Result<Portico, String> {
+        Self::spawn(Arc::clone(&self.dir), &["--upgrade"])
+    }
+
+    /// Replaces the config file without signalling anything.
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), with_test_admin(config)).expect("write config");
+    }
+
+    fn spawn(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> Result<Portico, String> {
         let path = dir.path().join("portico.toml");
-        std::fs::write(&path, with_test_admin(config)).expect("write config");
         let mut child = Command::new(portico_bin())
             .arg("run")
             .arg("--config")
             .arg(&path)
+            .args(extra)
             .env("RUST_LOG", "info,l4_forwarder=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -138,7 +157,7 @@ impl Portico {
     /// Writes a new config and sends SIGHUP; waits for the reload's outcome and returns the
     /// log line ("reload applied ..." or "reload failed ...").
     pub fn reload(&mut self, config: &str) -> String {
-        std::fs::write(self.config_path(), with_test_admin(config)).expect("write config");
+        self.write_config(config);
         self.sighup()
     }
 

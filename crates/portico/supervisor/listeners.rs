@@ -3,9 +3,11 @@
 //! ones before anything changes (so a bind error fails the reload cleanly), and stops the
 //! removed ones, whose open connections finish.
 //!
-//! Sockets passed by systemd socket activation are adopted by address: a listener (or the
-//! admin server) whose configured `bind` equals an inherited socket's local address uses it
-//! instead of binding; once everything is bound, the ones nobody claimed are closed.
+//! Sockets passed by systemd socket activation, or handed over by the previous process in a
+//! binary upgrade, are adopted: a listener (or the admin server) uses an inherited socket
+//! instead of binding when the socket's local address equals its configured `bind`, or when
+//! the socket was the same listener's with the same configured `bind` in the previous process
+//! (which covers port 0). Once everything is bound, the ones nobody claimed are closed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -106,10 +108,31 @@ pub struct Prepared {
     fresh: BTreeMap<String, (std::net::TcpListener, Shared)>,
 }
 
+/// A listening socket this process did not bind: from systemd, or from the previous process.
+pub struct Inherited {
+    /// Who used it in the previous process (`listeners.NAME`, `admin.listen`); none from systemd.
+    pub owner: Option<String>,
+    /// Its configured address in the previous process.
+    pub bind: Option<SocketAddr>,
+    /// The address it is bound to.
+    pub local: SocketAddr,
+    pub socket: std::net::TcpListener,
+    /// Where it came from, for the log.
+    pub from: &'static str,
+}
+
+impl Inherited {
+    /// Whether `owner`, configured with `bind`, takes this socket.
+    fn fits(&self, bind: SocketAddr, owner: &str) -> bool {
+        (bind.port() != 0 && self.local == bind)
+            || (self.owner.as_deref() == Some(owner) && self.bind == Some(bind))
+    }
+}
+
 pub struct ListenerRegistry {
     entries: BTreeMap<String, Entry>,
-    /// Sockets from systemd socket activation not claimed yet.
-    inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// Inherited sockets not claimed yet.
+    inherited: Vec<Inherited>,
     source: Arc<SnapshotSource>,
     tracker: TaskTracker,
 }
@@ -124,34 +147,62 @@ impl ListenerRegistry {
         }
     }
 
-    /// Keeps sockets inherited from systemd socket activation, for `prepare` and
-    /// `take_inherited` to claim by address.
-    pub fn adopt(&mut self, inherited: Vec<(SocketAddr, std::net::TcpListener)>) {
+    /// Keeps inherited sockets, for `prepare` and `take_inherited` to claim.
+    pub fn adopt(&mut self, inherited: Vec<Inherited>) {
         self.inherited.extend(inherited);
     }
 
-    /// The inherited socket whose local address is exactly `bind`, if any (never for port 0).
-    /// `owner` names who adopts it, for the log.
+    /// The inherited socket that `owner` (`listeners.NAME`, `admin.listen`), configured with
+    /// `bind`, takes over (see the module doc), if any.
     pub fn take_inherited(
         &mut self,
         bind: SocketAddr,
         owner: &str,
     ) -> Option<std::net::TcpListener> {
-        if bind.port() == 0 {
-            return None;
-        }
-        let i = self.inherited.iter().position(|(addr, _)| *addr == bind)?;
-        let (addr, socket) = self.inherited.swap_remove(i);
-        tracing::info!(%addr, owner = %owner, "listener adopted from systemd");
-        Some(socket)
+        let i = self.inherited.iter().position(|s| s.fits(bind, owner))?;
+        let s = self.inherited.swap_remove(i);
+        tracing::info!(addr = %s.local, owner = %owner, "listener adopted from {}", s.from);
+        Some(s.socket)
     }
 
-    /// Closes the inherited sockets that no listener claimed, with a warning each.
+    /// Closes the inherited sockets that nothing claimed, with a note each.
     pub fn close_unclaimed(&mut self) {
-        for (addr, socket) in self.inherited.drain(..) {
-            tracing::warn!(%addr, "closing a socket from systemd that no listener binds");
-            drop(socket);
+        for s in self.inherited.drain(..) {
+            tracing::warn!(
+                addr = %s.local,
+                previous_owner = s.owner.as_deref().unwrap_or("-"),
+                "closing a socket from {} that no listener binds",
+                s.from
+            );
         }
+    }
+
+    /// How many traffic listeners' sockets handed over by a previous process are unclaimed.
+    pub fn unclaimed_listeners(&self) -> usize {
+        self.inherited
+            .iter()
+            .filter(|s| {
+                s.owner
+                    .as_deref()
+                    .is_some_and(|o| o.starts_with("listeners."))
+            })
+            .count()
+    }
+
+    /// Duplicates of every listening socket, described for the process taking over.
+    pub fn handover(
+        &self,
+    ) -> anyhow::Result<Vec<(String, SocketAddr, SocketAddr, std::net::TcpListener)>> {
+        self.entries
+            .iter()
+            .map(|(name, e)| {
+                let socket = e
+                    .socket
+                    .try_clone()
+                    .with_context(|| format!("listeners.{name}: duplicating its socket"))?;
+                Ok((format!("listeners.{name}"), e.bind, e.local, socket))
+            })
+            .collect()
     }
 
     /// Step 1 of a reload: get a socket for every listener of `config` that needs a new one
@@ -297,12 +348,11 @@ impl ListenerRegistry {
 pub fn bind_admin(
     addr: SocketAddr,
     inherited: Option<std::net::TcpListener>,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    let socket = match inherited {
-        Some(socket) => socket,
-        None => bind_tcp(addr).with_context(|| format!("admin.listen: cannot bind {addr}"))?,
-    };
-    Ok(tokio::net::TcpListener::from_std(socket)?)
+) -> anyhow::Result<std::net::TcpListener> {
+    match inherited {
+        Some(socket) => Ok(socket),
+        None => bind_tcp(addr).with_context(|| format!("admin.listen: cannot bind {addr}")),
+    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
