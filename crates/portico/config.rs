@@ -90,6 +90,9 @@ impl fmt::Debug for AdminToken {
 pub struct RuntimeConfig {
     /// How long SIGTERM waits for open connections before exiting. Default 30s.
     pub shutdown_grace: Duration,
+    /// On SIGTERM, how long Portico keeps accepting while /readyz answers 503, so that health
+    /// checkers (keepalived, an upstream LB) take it out first (HAProxy's `grace`). Default 0.
+    pub shutdown_delay: Duration,
     /// Tokio worker threads; default one per core. Read at start only.
     pub worker_threads: Option<NonZeroUsize>,
     /// Where API changes are persisted.

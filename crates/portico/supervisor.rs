@@ -239,6 +239,10 @@ pub async fn run(
     }
 
     upgrade_stop.cancel();
+    if handed_over.is_none() {
+        sup.delay_shutdown(&mut commands, &mut terminate, &mut interrupt)
+            .await;
+    }
     if handed_over.is_some() {
         // The new process answers the admin API (and /readyz) from now on.
         admin_stop.cancel();
@@ -375,11 +379,42 @@ impl Supervisor {
         }
     }
 
+    /// The first step of a shutdown: /readyz answers 503 while the listeners keep accepting
+    /// for `runtime.shutdown_delay`, so that health checkers take this instance out before it
+    /// refuses anything. Another SIGTERM/SIGINT ends it early; API commands are refused.
+    async fn delay_shutdown(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        terminate: &mut tokio::signal::unix::Signal,
+        interrupt: &mut tokio::signal::unix::Signal,
+    ) {
+        if self.ready.swap(false, Ordering::Relaxed) {
+            systemd::stopping();
+        }
+        let delay = self.snapshot.load().config.runtime.shutdown_delay;
+        if delay.is_zero() {
+            return;
+        }
+        tracing::info!(delay = ?delay, "shutting down: /readyz answers 503, still accepting until the delay is over");
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return,
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+                Some(command) = commands.recv() => commands::refuse(command),
+            }
+        }
+        tracing::info!("second signal: ending the shutdown delay early");
+    }
+
     /// Stops accepting, answers /readyz with 503, drains open connections up to the grace
     /// period. API commands that arrive meanwhile are refused.
     async fn shutdown(&mut self, tracker: &TaskTracker, commands: &mut mpsc::Receiver<Command>) {
-        self.ready.store(false, Ordering::Relaxed);
-        systemd::stopping();
+        if self.ready.swap(false, Ordering::Relaxed) {
+            systemd::stopping();
+        }
         self.health.stop_all();
         let grace = self.snapshot.load().config.runtime.shutdown_grace;
         self.listeners.stop_all().await;

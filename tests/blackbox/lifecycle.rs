@@ -169,3 +169,37 @@ fn a_second_instance_on_the_same_address_fails_to_start() {
         .expect("second instance must fail");
     assert!(err.contains("cannot bind"), "{err}");
 }
+
+#[test]
+fn shutdown_delay_keeps_accepting_while_readyz_says_503() {
+    use crate::harness::http::http;
+    let b = TestBackend::start("b", Behavior::GreetEcho);
+    let config = crate::l4::one_listener(&[&b], "round_robin", "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nshutdown_delay = \"30s\"",
+    );
+    let mut portico = Portico::start(&config);
+    let (addr, admin) = (portico.addr("l"), portico.admin_addr());
+    assert_eq!(http(admin, "GET", "/readyz", &[], None).status, 200);
+
+    portico.signal("TERM");
+    assert!(
+        portico
+            .wait_for_log(
+                |l| l.contains("still accepting until the delay is over"),
+                Duration::from_secs(20)
+            )
+            .is_some(),
+        "{}",
+        portico.log_text()
+    );
+    // Out of rotation for health checkers, still serving clients.
+    assert_eq!(http(admin, "GET", "/readyz", &[], None).status, 503);
+    assert_eq!(who_answers(addr), "b");
+    assert_eq!(who_answers(addr), "b");
+
+    // A second signal ends the delay: it stops accepting and exits 0.
+    portico.signal("TERM");
+    assert!(portico.wait_exit(Duration::from_secs(20)).success());
+    assert!(is_refused(addr));
+}

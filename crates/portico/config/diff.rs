@@ -68,6 +68,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         d.other_changed.push("log");
     }
     if old.runtime.shutdown_grace != new.runtime.shutdown_grace
+        || old.runtime.shutdown_delay != new.runtime.shutdown_delay
         || old.runtime.state_dir != new.runtime.state_dir
         || old.runtime.upgrade_socket != new.runtime.upgrade_socket
     {

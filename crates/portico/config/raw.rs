@@ -38,6 +38,7 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub shutdown_grace: Option<String>,
+    pub shutdown_delay: Option<String>,
     pub worker_threads: Option<i64>,
     pub state_dir: Option<PathBuf>,
     pub upgrade_socket: Option<PathBuf>,

@@ -171,6 +171,12 @@ fn validate_runtime(raw: &RawConfig, e: &mut Errors) -> Option<RuntimeConfig> {
         &r.shutdown_grace,
         DEFAULT_SHUTDOWN_GRACE,
     );
+    let shutdown_delay = duration_or(
+        e,
+        "runtime.shutdown_delay",
+        &r.shutdown_delay,
+        Duration::ZERO,
+    );
     let worker_threads = match r.worker_threads {
         None => Some(None),
         Some(n) => range(e, "runtime.worker_threads", Some(n), 1, 1, 1024)
@@ -178,6 +184,7 @@ fn validate_runtime(raw: &RawConfig, e: &mut Errors) -> Option<RuntimeConfig> {
     };
     Some(RuntimeConfig {
         shutdown_grace: shutdown_grace?,
+        shutdown_delay: shutdown_delay?,
         worker_threads: worker_threads?,
         state_dir: r.state_dir.clone(),
         upgrade_socket: r.upgrade_socket.clone(),

@@ -13,6 +13,7 @@ token_file = "/etc/portico/admin.token"
 
 [runtime]
 shutdown_grace = "45s"
+shutdown_delay = "3s"
 worker_threads = 2
 state_dir = "/var/lib/portico"
 upgrade_socket = "/run/portico/upgrade.sock"
@@ -71,6 +72,7 @@ fn full_config_becomes_the_typed_model() {
     assert_eq!(c.admin, admin);
     let runtime = RuntimeConfig {
         shutdown_grace: Duration::from_secs(45),
+        shutdown_delay: Duration::from_secs(3),
         worker_threads: NonZeroUsize::new(2),
         state_dir: Some(PathBuf::from("/var/lib/portico")),
         upgrade_socket: Some(PathBuf::from("/run/portico/upgrade.sock")),
@@ -182,6 +184,7 @@ pool = "db"
     assert_eq!(c.admin, admin);
     let runtime = RuntimeConfig {
         shutdown_grace: Duration::from_secs(30),
+        shutdown_delay: Duration::ZERO,
         worker_threads: None,
         state_dir: None,
         upgrade_socket: None,
