@@ -46,20 +46,34 @@ impl Portico {
 
     /// Starts Portico; Err carries its log when it exits before becoming ready.
     pub fn try_start(config: &str) -> Result<Portico, String> {
+        let mut portico = Self::spawn(config, &[]);
+        portico.wait_ready()?;
+        Ok(portico)
+    }
+
+    /// Starts Portico with extra environment variables and returns at once, without waiting
+    /// for it to be ready (see [`Self::wait_ready`]). The systemd variables (`NOTIFY_SOCKET`,
+    /// `WATCHDOG_USEC`, `WATCHDOG_PID`) are never inherited from the test's own environment:
+    /// only `env` sets them.
+    pub fn spawn(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Portico {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("portico.toml");
         std::fs::write(&path, with_test_admin(config)).expect("write config");
-        let mut child = Command::new(portico_bin())
+        let mut command = Command::new(portico_bin());
+        command
             .arg("run")
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info,l4_forwarder=debug")
             .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn portico");
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn portico");
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().expect("stderr");
         let reader_log = Arc::clone(&log);
@@ -77,21 +91,26 @@ impl Portico {
                 .push(String::from("<stderr closed>"));
             reader_log.grew.notify_all();
         });
-        let mut portico = Portico {
+        Portico {
             child: Some(child),
             dir,
             log,
             addrs: HashMap::new(),
             admin: None,
-        };
-        if portico
+        }
+    }
+
+    /// Waits until it logs that it is ready and learns its addresses; Err carries its log
+    /// when it exits (or takes longer than [`WAIT`]) first.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
+        if self
             .wait_for_log(|l| l.contains("portico ready"), WAIT)
             .is_none()
         {
-            return Err(portico.log_text());
+            return Err(self.log_text());
         }
-        portico.learn_addrs();
-        Ok(portico)
+        self.learn_addrs();
+        Ok(())
     }
 
     fn learn_addrs(&mut self) {
