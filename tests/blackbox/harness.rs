@@ -47,17 +47,29 @@ impl Portico {
 
     /// Starts Portico; Err carries its log when it exits before becoming ready.
     pub fn try_start(config: &str) -> Result<Portico, String> {
+        let mut portico = Self::spawn(config, &[]);
+        portico.wait_ready()?;
+        Ok(portico)
+    }
+
+    /// Starts Portico with extra environment variables and returns at once, without waiting
+    /// for it to be ready (see [`Self::wait_ready`]). The systemd variables (`NOTIFY_SOCKET`,
+    /// `WATCHDOG_USEC`, `WATCHDOG_PID`) are never inherited from the test's own environment:
+    /// only `env` sets them.
+    pub fn spawn(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Portico {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("portico.toml"), with_test_admin(config))
             .expect("write config");
-        Self::spawn(Arc::new(dir), &[])
+        Self::launch(Arc::new(dir), &[], env)
     }
 
     /// Starts `portico run --upgrade` on this instance's config file (rewrite it first with
     /// [`Self::write_config`] to upgrade to another config) and waits until the new process
     /// is ready; Err carries its log when it exits first.
     pub fn try_upgrade(&self) -> Result<Portico, String> {
-        Self::spawn(Arc::clone(&self.dir), &["--upgrade"])
+        let mut new = Self::launch(Arc::clone(&self.dir), &["--upgrade"], &[]);
+        new.wait_ready()?;
+        Ok(new)
     }
 
     /// Replaces the config file without signalling anything.
@@ -65,20 +77,28 @@ impl Portico {
         std::fs::write(self.config_path(), with_test_admin(config)).expect("write config");
     }
 
-    fn spawn(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> Result<Portico, String> {
+    fn launch(
+        dir: Arc<tempfile::TempDir>,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Portico {
         let path = dir.path().join("portico.toml");
-        let mut child = Command::new(portico_bin())
+        let mut command = Command::new(portico_bin());
+        command
             .arg("run")
             .arg("--config")
             .arg(&path)
             .args(extra)
             .env("RUST_LOG", "info,l4_forwarder=debug")
             .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn portico");
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn portico");
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().expect("stderr");
         let reader_log = Arc::clone(&log);
@@ -96,21 +116,26 @@ impl Portico {
                 .push(String::from("<stderr closed>"));
             reader_log.grew.notify_all();
         });
-        let mut portico = Portico {
+        Portico {
             child: Some(child),
             dir,
             log,
             addrs: HashMap::new(),
             admin: None,
-        };
-        if portico
+        }
+    }
+
+    /// Waits until it logs that it is ready and learns its addresses; Err carries its log
+    /// when it exits (or takes longer than [`WAIT`]) first.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
+        if self
             .wait_for_log(|l| l.contains("portico ready"), WAIT)
             .is_none()
         {
-            return Err(portico.log_text());
+            return Err(self.log_text());
         }
-        portico.learn_addrs();
-        Ok(portico)
+        self.learn_addrs();
+        Ok(())
     }
 
     fn learn_addrs(&mut self) {

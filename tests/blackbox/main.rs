@@ -12,4 +12,5 @@ mod l4;
 mod l7;
 mod lifecycle;
 mod proxy_protocol;
+mod systemd_notify;
 mod upgrade;
