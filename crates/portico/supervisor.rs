@@ -156,7 +156,11 @@ pub async fn run(
         admin_bind,
         listeners.take_inherited(effective.admin.listen, "admin.listen"),
     )?;
-    let upgrade_endpoint = upgrade_endpoint(&effective, takeover.as_mut(), demo)?;
+    let config_path = match &origin {
+        ConfigOrigin::File(path) => std::path::absolute(path).ok(),
+        ConfigOrigin::Embedded(_) => None,
+    };
+    let upgrade_endpoint = upgrade_endpoint(&effective, takeover.as_mut(), demo, config_path)?;
     listeners.close_unclaimed();
     listeners.apply(&effective, prepared).await?;
 
@@ -265,6 +269,7 @@ fn upgrade_endpoint(
     config: &Config,
     takeover: Option<&mut Takeover>,
     demo: bool,
+    config_path: Option<PathBuf>,
 ) -> anyhow::Result<Option<Arc<upgrade::Endpoint>>> {
     let Some((path, explicit)) =
         upgrade::socket_path(config.runtime.upgrade_socket.as_deref(), demo)
@@ -278,7 +283,10 @@ fn upgrade_endpoint(
         }
         _ => upgrade::Endpoint::bind(&path, explicit)?,
     };
-    Ok(endpoint.map(Arc::new))
+    Ok(endpoint.map(|mut e| {
+        e.set_config(config_path);
+        Arc::new(e)
+    }))
 }
 
 /// Tells the previous process that this one serves, and waits for it to confirm it drains.

@@ -76,6 +76,9 @@ enum Frame {
     Offer {
         pid: u32,
         version: String,
+        /// The old process's config file (absolute), if it runs one.
+        #[serde(default)]
+        config: Option<PathBuf>,
         sockets: Vec<SocketInfo>,
         more: bool,
     },

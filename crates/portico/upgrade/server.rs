@@ -34,6 +34,8 @@ pub struct Endpoint {
     /// that another process put there since.
     inode: (u64, u64),
     listener: UnixListener,
+    /// This process's config file, told to the new process.
+    config: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -96,7 +98,13 @@ impl Endpoint {
             path: path.to_path_buf(),
             inode: (meta.dev(), meta.ino()),
             listener,
+            config: None,
         })
+    }
+
+    /// Names this process's config file (absolute) in offers.
+    pub fn set_config(&mut self, config: Option<PathBuf>) {
+        self.config = config;
     }
 
     /// Removes the socket file, unless it is no longer the one this process bound.
@@ -210,8 +218,9 @@ async fn exchange(
             fd: endpoint.listener.as_fd().try_clone_to_owned()?,
         });
         let count = sockets.len();
+        let config = endpoint.config.clone();
         let kept = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
-            offer(&mut stream, sockets)?;
+            offer(&mut stream, sockets, config)?;
             stream.set_read_timeout(Some(START_TIMEOUT))?;
             let ready = match recv_frame(&mut stream) {
                 Ok((Frame::Ready { kept_upgrade_socket, .. }, _)) => kept_upgrade_socket,
@@ -245,7 +254,11 @@ async fn exchange(
 }
 
 /// Sends the sockets in frames of at most `MAX_FDS_PER_FRAME` descriptors.
-pub(super) fn offer(stream: &mut UnixStream, sockets: Vec<Handed>) -> anyhow::Result<()> {
+pub(super) fn offer(
+    stream: &mut UnixStream,
+    sockets: Vec<Handed>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let mut rest = sockets.into_iter().peekable();
     loop {
         let batch: Vec<Handed> = rest.by_ref().take(MAX_FDS_PER_FRAME).collect();
@@ -254,6 +267,7 @@ pub(super) fn offer(stream: &mut UnixStream, sockets: Vec<Handed>) -> anyhow::Re
         let frame = Frame::Offer {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: config.clone(),
             sockets: infos,
             more,
         };

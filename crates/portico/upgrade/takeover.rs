@@ -17,6 +17,8 @@ pub struct Takeover {
     /// The old process.
     pub old_pid: u32,
     pub old_version: String,
+    /// The old process's config file (absolute), when it said.
+    pub old_config: Option<PathBuf>,
     /// The old process's upgrade socket, with its path.
     pub upgrade_socket: Option<(PathBuf, UnixListener)>,
 }
@@ -37,20 +39,21 @@ pub fn take_over(path: &Path) -> anyhow::Result<(Takeover, Vec<Inherited>)> {
 
     let mut inherited = Vec::new();
     let mut upgrade_socket = None;
-    let (mut old_pid, mut old_version);
+    let (mut old_pid, mut old_version, mut old_config);
     loop {
         let (frame, fds) = recv_frame(&mut stream)?;
-        let (pid, version, sockets, more) = match frame {
+        let (pid, version, config, sockets, more) = match frame {
             Frame::Offer {
                 pid,
                 version,
+                config,
                 sockets,
                 more,
-            } => (pid, version, sockets, more),
+            } => (pid, version, config, sockets, more),
             Frame::Error { message } => bail!("the running Portico refused: {message}"),
             other => bail!("unexpected message from the running Portico: {other:?}"),
         };
-        (old_pid, old_version) = (pid, version);
+        (old_pid, old_version, old_config) = (pid, version, config);
         if fds.len() != sockets.len() {
             bail!(
                 "received {} descriptors for {} sockets (is the descriptor limit too low?)",
@@ -86,6 +89,7 @@ pub fn take_over(path: &Path) -> anyhow::Result<(Takeover, Vec<Inherited>)> {
             stream,
             old_pid,
             old_version,
+            old_config,
             upgrade_socket,
         },
         inherited,

@@ -70,7 +70,7 @@ fn more_sockets_than_one_message_holds_go_in_several_frames() {
         .enumerate()
         .map(|(i, l)| handed(&format!("listeners.l{i}"), l))
         .collect();
-    let sender = std::thread::spawn(move || offer(&mut a, handed).unwrap());
+    let sender = std::thread::spawn(move || offer(&mut a, handed, None).unwrap());
     let mut infos = Vec::new();
     let mut frames = 0;
     loop {
