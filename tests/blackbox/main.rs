@@ -12,3 +12,4 @@ mod l4;
 mod l7;
 mod lifecycle;
 mod proxy_protocol;
+mod reload;
