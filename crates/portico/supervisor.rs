@@ -238,12 +238,13 @@ impl Supervisor {
     async fn apply(&mut self, file: Arc<Config>, api: ApiState) -> anyhow::Result<ConfigDiff> {
         let start = std::time::Instant::now();
         let running = self.snapshot.load_full();
-        let (effective, notes, diff) = {
+        let (effective, notes, diff, diff_took) = {
             let (file, api, old) = (Arc::clone(&file), api.clone(), Arc::clone(&running.config));
             tokio::task::spawn_blocking(move || {
                 let (effective, notes) = api.apply(&file);
+                let diff_start = std::time::Instant::now();
                 let diff = config::diff(&old, &effective);
-                (Arc::new(effective), notes, diff)
+                (Arc::new(effective), notes, diff, diff_start.elapsed())
             })
             .await
             .context("computing the effective config")?
@@ -270,6 +271,7 @@ impl Supervisor {
         // A health result that arrived while the snapshot was being built refreshed the old
         // snapshot's pools, not these.
         snapshot.refresh_stale_pools();
+        let health_at = start.elapsed();
         self.listeners.apply(&effective, prepared).await?;
         self.log.apply(&effective.log);
         for key in &diff.needs_restart {
@@ -288,10 +290,12 @@ impl Supervisor {
         }));
         let us = |d: std::time::Duration| d.as_micros() as u64;
         tracing::debug!(
-            effective_us = us(computed),
+            effective_us = us(computed - diff_took),
+            diff_us = us(diff_took),
             prepare_us = us(prepared_at - computed),
             build_us = us(built_at - prepared_at),
-            publish_us = us(published_at - built_at),
+            health_us = us(health_at - built_at),
+            listeners_us = us(published_at - health_at),
             "config applied"
         );
         Ok(diff)

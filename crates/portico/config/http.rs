@@ -270,7 +270,15 @@ fn compile(
         (spec, i)
     });
     let default = default_pool.map(|_| routes.len());
-    match RouteTable::compile_borrowed(specs, default) {
+    let start = std::time::Instant::now();
+    let compiled = RouteTable::compile_borrowed(specs, default);
+    tracing::debug!(
+        key,
+        routes = routes.len(),
+        compile_us = start.elapsed().as_micros() as u64,
+        "route table compiled"
+    );
+    match compiled {
         Ok(table) => Some(table),
         Err(errors) => {
             for err in errors {
