@@ -1,6 +1,6 @@
 //! Micro-benchmarks of Portico's hot functions (STYLE.md rule 13): route lookup, balancer picks,
-//! Maglev table builds, PROXY header encoding, snapshot swaps, and config validation of a large
-//! file through the `portico check` binary.
+//! Maglev table builds, PROXY header encoding, snapshot swaps, config validation of a large
+//! file through the `portico check` binary, and a SIGHUP reload of that file by `portico run`.
 //!
 //! `cargo bench --bench hot_paths` (about 2 minutes); `cargo bench --bench hot_paths -- --test`
 //! runs each benchmark once (CI).
@@ -340,6 +340,152 @@ fn config_check(c: &mut Criterion) {
     g.finish();
 }
 
+/// Writes the reload bench's config: the same 1,000 pools and 10,000 routes as
+/// [`write_config`], on ports the OS picks, with one runtime thread. `variant` 1 moves one route
+/// to another pool and adds one, so alternating the variants makes every reload a change.
+fn write_reload_config(path: &Path, variant: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create config"));
+    writeln!(
+        f,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworker_threads = 1\n\
+         [log]\nlevel = \"info\"\naccess_log = false\n"
+    )
+    .unwrap();
+    for i in 0..CONFIG_POOLS {
+        let servers: Vec<String> = (1..=SERVERS_PER_POOL)
+            .map(|s| format!("\"10.{}.{}.{s}:8080\"", i / 250, i % 250))
+            .collect();
+        writeln!(f, "[pools.pool-{i}]\nservers = [{}]\n", servers.join(", ")).unwrap();
+    }
+    writeln!(
+        f,
+        "[listeners.web]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n"
+    )
+    .unwrap();
+    for i in 0..CONFIG_POOLS {
+        for j in 0..PREFIXES_PER_HOST {
+            let pool = if variant == 1 && i == 0 && j == 0 {
+                1
+            } else {
+                i
+            };
+            writeln!(
+                f,
+                "[[listeners.web.routes]]\nhost = \"{}\"\npath_prefix = \"{}\"\npool = \"pool-{pool}\"\n",
+                host_pattern(i),
+                prefix(j)
+            )
+            .unwrap();
+        }
+    }
+    if variant == 1 {
+        writeln!(
+            f,
+            "[[listeners.web.routes]]\nhost = \"canary.example.com\"\npool = \"pool-0\"\n"
+        )
+        .unwrap();
+    }
+    f.flush().expect("write config");
+}
+
+/// A `portico run` whose stderr a thread reads, collecting the reload outcome lines.
+struct Daemon {
+    child: std::process::Child,
+    outcomes: Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)>,
+}
+
+impl Daemon {
+    fn start(binary: &Path, config: &Path) -> Daemon {
+        use std::io::BufRead as _;
+        let mut child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn portico");
+        let stderr = child.stderr.take().expect("stderr");
+        let outcomes = Arc::new((std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let seen = Arc::clone(&outcomes);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("portico ready") {
+                    let _ = ready_tx.send(());
+                }
+                if line.contains("reload applied") || line.contains("reload failed") {
+                    seen.0.lock().unwrap().push(line);
+                    seen.1.notify_all();
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("portico ready");
+        Daemon { child, outcomes }
+    }
+
+    /// Sends SIGHUP and waits for its "reload applied" line; the time between the two.
+    fn reload(&self) -> Duration {
+        let (lines, grew) = &*self.outcomes;
+        let before = lines.lock().unwrap().len();
+        let start = Instant::now();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+        let mut seen = lines.lock().unwrap();
+        while seen.len() == before {
+            let (guard, timeout) = grew.wait_timeout(seen, Duration::from_secs(60)).unwrap();
+            assert!(!timeout.timed_out(), "no reload outcome within 60 s");
+            seen = guard;
+        }
+        let elapsed = start.elapsed();
+        assert!(seen[before].contains("reload applied"), "{}", seen[before]);
+        elapsed
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SIGHUP of the 1,000-pool / 10,000-route file, to its "reload applied" log line, on a
+/// running `portico run` with one runtime thread and no traffic. Each reload alternates between
+/// two variants of the file, so each applies a change (one route moved, one added or removed).
+fn reload(c: &mut Criterion) {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_portico"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("portico.toml");
+    let variants = [dir.path().join("v0.toml"), dir.path().join("v1.toml")];
+    for (i, v) in variants.iter().enumerate() {
+        write_reload_config(v, i);
+    }
+    std::fs::copy(&variants[0], &live).expect("copy config");
+    let daemon = Daemon::start(&binary, &live);
+    let mut next = 1;
+    let mut g = c.benchmark_group("reload_1000_pools_10000_routes");
+    g.sample_size(10);
+    g.bench_function("sighup_to_applied", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    std::fs::copy(&variants[next], &live).expect("copy config");
+                    next = 1 - next;
+                    daemon.reload()
+                })
+                .sum()
+        })
+    });
+    g.finish();
+}
+
 fn short() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -350,6 +496,6 @@ fn short() -> Criterion {
 criterion_group! {
     name = benches;
     config = short();
-    targets = routes, balancers, proxy_headers, snapshot_swap, config_check
+    targets = routes, balancers, proxy_headers, snapshot_swap, config_check, reload
 }
 criterion_main!(benches);

@@ -12,5 +12,6 @@ mod l4;
 mod l7;
 mod lifecycle;
 mod proxy_protocol;
+mod reload;
 mod systemd_notify;
 mod upgrade;

@@ -105,6 +105,31 @@ pub struct RouteSpec<T> {
     pub target: T,
 }
 
+/// A [`RouteSpec`] without its target, borrowed: what [`RouteTable::compile_borrowed`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRef<'a> {
+    pub name: &'a str,
+    pub host: Option<&'a str>,
+    pub path_exact: Option<&'a str>,
+    pub path_prefix: Option<&'a str>,
+    pub methods: &'a [String],
+    pub headers: &'a [(String, String)],
+}
+
+impl<T> RouteSpec<T> {
+    /// This route's strings, borrowed.
+    pub fn borrowed(&self) -> RouteRef<'_> {
+        RouteRef {
+            name: &self.name,
+            host: self.host.as_deref(),
+            path_exact: self.path_exact.as_deref(),
+            path_prefix: self.path_prefix.as_deref(),
+            methods: &self.methods,
+            headers: &self.headers,
+        }
+    }
+}
+
 /// What served a request: a route's target or the listener's default.
 #[derive(Debug)]
 pub struct Matched<'a, T> {
@@ -258,24 +283,36 @@ impl<T> Route<T> {
     }
 }
 
-/// The routes of one host pattern, by path. Each list holds route indices in the order they are
-/// tried.
+/// The routes of one host pattern, by path. Each path's candidates are a span of `order`, in the
+/// order they are tried (one allocation per group, not one per path).
 #[derive(Debug, Clone, Default)]
 struct Group {
-    exact: HashMap<Box<str>, Box<[usize]>>,
+    exact: HashMap<Box<str>, Span>,
     /// Longest prefix first.
     prefixes: Box<[PrefixRoutes]>,
-    any_path: Box<[usize]>,
+    any_path: Span,
+    order: Box<[usize]>,
+}
+
+/// A range of [`Group::order`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: usize,
+    end: usize,
 }
 
 /// The routes of one `path_prefix` in a group, in the order they are tried.
 #[derive(Debug, Clone)]
 struct PrefixRoutes {
     prefix: Box<str>,
-    routes: Box<[usize]>,
+    routes: Span,
 }
 
 impl Group {
+    fn candidates(&self, span: Span) -> &[usize] {
+        &self.order[span.start..span.end]
+    }
+
     fn find<T>(
         &self,
         routes: &[Route<T>],
@@ -283,22 +320,22 @@ impl Group {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<usize> {
-        let first = |candidates: &[usize]| {
-            candidates
+        let first = |span: Span| {
+            self.candidates(span)
                 .iter()
                 .copied()
                 .find(|&i| routes[i].accepts(method, headers))
         };
         if !self.exact.is_empty()
-            && let Some(found) = self.exact.get(path).and_then(|c| first(c))
+            && let Some(found) = self.exact.get(path).and_then(|&c| first(c))
         {
             return Some(found);
         }
         self.prefixes
             .iter()
             .filter(|p| path.starts_with(&*p.prefix))
-            .find_map(|p| first(&p.routes))
-            .or_else(|| first(&self.any_path))
+            .find_map(|p| first(p.routes))
+            .or_else(|| first(self.any_path))
     }
 }
 
@@ -306,18 +343,57 @@ impl<T> RouteTable<T> {
     /// Validates `routes` (in config order) and compiles them; `default` serves the requests no
     /// route matches. Returns every error at once, ordered by route.
     pub fn compile(routes: Vec<RouteSpec<T>>, default: Option<T>) -> Result<Self, Vec<RouteError>> {
+        let mut targets = Vec::with_capacity(routes.len());
+        let specs: Vec<RouteSpec<()>> = routes
+            .into_iter()
+            .map(|spec| {
+                targets.push(spec.target);
+                RouteSpec {
+                    name: spec.name,
+                    host: spec.host,
+                    path_exact: spec.path_exact,
+                    path_prefix: spec.path_prefix,
+                    methods: spec.methods,
+                    headers: spec.headers,
+                    target: (),
+                }
+            })
+            .collect();
+        Self::compile_borrowed(specs.iter().map(RouteSpec::borrowed).zip(targets), default)
+    }
+
+    /// [`compile`](Self::compile) for routes whose strings the caller keeps (the daemon keeps
+    /// its validated config): nothing is copied but what the table holds.
+    pub fn compile_borrowed<'a>(
+        routes: impl IntoIterator<Item = (RouteRef<'a>, T)>,
+        default: Option<T>,
+    ) -> Result<Self, Vec<RouteError>> {
+        let routes = routes.into_iter();
         let mut errors = Vec::new();
-        let mut compiled = Vec::with_capacity(routes.len());
-        let mut builders: HashMap<Option<HostPattern>, GroupBuilder> = HashMap::new();
-        for (index, spec) in routes.into_iter().enumerate() {
+        let mut compiled = Vec::with_capacity(routes.size_hint().0);
+        // One builder per host pattern. Routes of one host are usually written together, so the
+        // previous route's host is compared before the map is looked up.
+        let mut builders: Vec<(Option<HostPattern>, GroupBuilder)> = Vec::new();
+        let mut group_of: HashMap<Option<HostPattern>, usize> = HashMap::new();
+        let mut last: Option<usize> = None;
+        for (index, (spec, target)) in routes.enumerate() {
             // Invalid routes are left out of the groups but keep their index.
             let before = errors.len();
-            let (route, host, path) = validate(index, spec, &mut errors);
+            let (route, host, path) = validate(index, spec, target, &mut errors);
             if errors.len() == before {
-                builders.entry(host).or_default().add(path, index);
+                let group = match last.filter(|&g| builders[g].0 == host) {
+                    Some(g) => g,
+                    None => *group_of.entry(host.clone()).or_insert_with(|| {
+                        builders.push((host, GroupBuilder::default()));
+                        builders.len() - 1
+                    }),
+                };
+                builders[group].1.add(path, index);
+                last = Some(group);
             }
             compiled.push(route);
         }
+        drop(group_of);
 
         let mut table = RouteTable {
             exact_hosts: HashMap::new(),
@@ -417,7 +493,8 @@ enum PathSpec {
 /// left out of the table), so that indices stay those of the config.
 fn validate<T>(
     index: usize,
-    spec: RouteSpec<T>,
+    spec: RouteRef<'_>,
+    target: T,
     errors: &mut Vec<RouteError>,
 ) -> (Route<T>, Option<HostPattern>, PathSpec) {
     let route = index;
@@ -427,24 +504,24 @@ fn validate<T>(
         errors.push(RouteError::ReservedName { route });
     }
 
-    let host = spec.host.and_then(|host| match host::parse_pattern(&host) {
+    let host = spec.host.and_then(|host| match host::parse_pattern(host) {
         Ok(pattern) => Some(pattern),
         Err(reason) => {
             errors.push(RouteError::InvalidHost {
                 route,
-                host,
+                host: host.to_owned(),
                 reason,
             });
             None
         }
     });
 
-    let mut check_path = |path: String| match path_error(&path) {
-        None => path.into_boxed_str(),
+    let mut check_path = |path: &str| match path_error(path) {
+        None => Box::from(path),
         Some(reason) => {
             errors.push(RouteError::InvalidPath {
                 route,
-                path,
+                path: path.to_owned(),
                 reason,
             });
             Box::from("")
@@ -460,11 +537,18 @@ fn validate<T>(
         }
     };
 
-    let mut methods = Vec::with_capacity(spec.methods.len() + 1);
+    // No allocation for the usual route without methods.
+    let mut methods = Vec::with_capacity(match spec.methods.len() {
+        0 => 0,
+        n => n + 1,
+    });
     for method in spec.methods {
         match Method::from_bytes(method.as_bytes()) {
             Ok(m) if !method.bytes().any(|b| b.is_ascii_lowercase()) => methods.push(m),
-            _ => errors.push(RouteError::InvalidMethod { route, method }),
+            _ => errors.push(RouteError::InvalidMethod {
+                route,
+                method: method.clone(),
+            }),
         }
     }
     if methods.contains(&Method::GET) {
@@ -476,25 +560,32 @@ fn validate<T>(
     let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(spec.headers.len());
     for (name, value) in spec.headers {
         let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            errors.push(RouteError::InvalidHeaderName { route, name });
+            errors.push(RouteError::InvalidHeaderName {
+                route,
+                name: name.clone(),
+            });
             continue;
         };
         let trimmed = value.trim_matches([' ', '\t']).len() == value.len();
-        match HeaderValue::from_str(&value) {
+        match HeaderValue::from_str(value) {
             Ok(v) if trimmed => {
                 if !headers.iter().any(|(n, x)| *n == header && *x == v) {
                     headers.push((header, v));
                 }
             }
-            _ => errors.push(RouteError::InvalidHeaderValue { route, name, value }),
+            _ => errors.push(RouteError::InvalidHeaderValue {
+                route,
+                name: name.clone(),
+                value: value.clone(),
+            }),
         }
     }
 
     let route = Route {
-        name: spec.name.into_boxed_str(),
+        name: Box::from(spec.name),
         methods: methods.into_boxed_slice(),
         headers: headers.into_boxed_slice(),
-        target: spec.target,
+        target,
     };
     (route, host, path)
 }
@@ -514,8 +605,8 @@ fn path_error(path: &str) -> Option<PathError> {
 /// The routes of one host pattern while they are collected, in config order.
 #[derive(Default)]
 struct GroupBuilder {
-    exact: HashMap<Box<str>, Vec<usize>>,
-    prefixes: HashMap<Box<str>, Vec<usize>>,
+    exact: Vec<(Box<str>, usize)>,
+    prefixes: Vec<(Box<str>, usize)>,
     any_path: Vec<usize>,
 }
 
@@ -523,51 +614,71 @@ impl GroupBuilder {
     fn add(&mut self, path: PathSpec, index: usize) {
         match path {
             PathSpec::Any => self.any_path.push(index),
-            PathSpec::Exact(path) => self.exact.entry(path).or_default().push(index),
-            PathSpec::Prefix(prefix) => self.prefixes.entry(prefix).or_default().push(index),
+            PathSpec::Exact(path) => self.exact.push((path, index)),
+            PathSpec::Prefix(prefix) => self.prefixes.push((prefix, index)),
         }
     }
 
-    fn build<T>(self, routes: &[Route<T>], errors: &mut Vec<RouteError>) -> Group {
-        let mut order = |candidates| try_order(candidates, routes, errors);
-        let exact = self
-            .exact
-            .into_iter()
-            .map(|(path, c)| (path, order(c)))
-            .collect();
-        let mut prefixes: Vec<_> = self
-            .prefixes
-            .into_iter()
-            .map(|(prefix, c)| PrefixRoutes {
-                prefix,
-                routes: order(c),
-            })
-            .collect();
+    fn build<T>(mut self, routes: &[Route<T>], errors: &mut Vec<RouteError>) -> Group {
+        let mut order =
+            Vec::with_capacity(self.exact.len() + self.prefixes.len() + self.any_path.len());
+        let mut exact = HashMap::new();
+        for_each_path(self.exact, |path, candidates| {
+            exact.insert(path, try_order(candidates, routes, errors, &mut order));
+        });
+        let mut prefixes = Vec::new();
+        for_each_path(self.prefixes, |prefix, candidates| {
+            let routes = try_order(candidates, routes, errors, &mut order);
+            prefixes.push(PrefixRoutes { prefix, routes });
+        });
         // Longest first; equal lengths are different strings, so at most one of them matches.
         prefixes.sort_by(|a, b| {
             (b.prefix.len().cmp(&a.prefix.len())).then_with(|| a.prefix.cmp(&b.prefix))
         });
+        let any_path = try_order(&mut self.any_path, routes, errors, &mut order);
         Group {
             exact,
             prefixes: prefixes.into_boxed_slice(),
-            any_path: order(self.any_path),
+            any_path,
+            order: order.into_boxed_slice(),
         }
     }
 }
 
+/// Calls `f` once per distinct path of `pairs` (`(path, route)`, in config order) with the
+/// path's routes in config order.
+fn for_each_path(mut pairs: Vec<(Box<str>, usize)>, mut f: impl FnMut(Box<str>, &mut Vec<usize>)) {
+    // Stable: the routes of one path stay in config order.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut candidates = Vec::new();
+    let mut pairs = pairs.into_iter().peekable();
+    while let Some((path, first)) = pairs.next() {
+        candidates.clear();
+        candidates.push(first);
+        while let Some((_, index)) = pairs.next_if(|(p, _)| *p == path) {
+            candidates.push(index);
+        }
+        f(path, &mut candidates);
+    }
+}
+
 /// Orders the routes sharing a host pattern and a path (given in config order) as they are tried:
-/// constrained ones first, in config order, then unconstrained ones. Reports those that can never
-/// match because one tried before takes all their requests.
+/// constrained ones first, in config order, then unconstrained ones, and appends them to `order`.
+/// Reports those that can never match because one tried before takes all their requests.
 fn try_order<T>(
-    mut candidates: Vec<usize>,
+    candidates: &mut [usize],
     routes: &[Route<T>],
     errors: &mut Vec<RouteError>,
-) -> Box<[usize]> {
+    order: &mut Vec<usize>,
+) -> Span {
+    let start = order.len();
     candidates.sort_by_key(|&i| !routes[i].is_constrained());
-    let mut kept: Vec<usize> = Vec::with_capacity(candidates.len());
-    for index in candidates {
+    for &mut index in candidates {
         let route = &routes[index];
-        match kept.iter().find(|&&k| route.is_covered_by(&routes[k])) {
+        match order[start..]
+            .iter()
+            .find(|&&k| route.is_covered_by(&routes[k]))
+        {
             Some(&earlier) => {
                 let same = routes[earlier].is_covered_by(route);
                 errors.push(if same {
@@ -582,8 +693,11 @@ fn try_order<T>(
                     }
                 });
             }
-            None => kept.push(index),
+            None => order.push(index),
         }
     }
-    kept.into_boxed_slice()
+    Span {
+        start,
+        end: order.len(),
+    }
 }

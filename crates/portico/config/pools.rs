@@ -127,21 +127,28 @@ pub(super) fn validate_pool(
     };
     let health = validate_health(&key, raw.health.as_ref(), e);
     let passive = validate_passive(&key, raw.passive.as_ref(), e);
-    let keepalive_timeout = positive_duration(
-        e,
-        &format!("{key}.keepalive_timeout"),
-        &raw.keepalive_timeout,
-        DEFAULT_KEEPALIVE_TIMEOUT,
-    );
-    let max_idle = range(
-        e,
-        &format!("{key}.max_idle"),
-        raw.max_idle,
-        DEFAULT_MAX_IDLE as i64,
-        0,
-        100_000,
-    )
-    .map(|n| n as usize);
+    // Keys of optional fields are spelled out only when the field is there (1,000 pools).
+    let keepalive_timeout = match &raw.keepalive_timeout {
+        None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
+        Some(_) => positive_duration(
+            e,
+            &format!("{key}.keepalive_timeout"),
+            &raw.keepalive_timeout,
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        ),
+    };
+    let max_idle = match raw.max_idle {
+        None => Some(DEFAULT_MAX_IDLE),
+        Some(_) => range(
+            e,
+            &format!("{key}.max_idle"),
+            raw.max_idle,
+            DEFAULT_MAX_IDLE as i64,
+            0,
+            100_000,
+        )
+        .map(|n| n as usize),
+    };
 
     let (source, members) = match (&raw.servers, &raw.cluster) {
         (Some(_), Some(_)) => {
@@ -249,20 +256,26 @@ fn validate_servers(key: &str, servers: &[RawMember], e: &mut Errors) -> Option<
     let mut seen = HashSet::new();
     let mut ok = true;
     for (i, m) in servers.iter().enumerate() {
-        let mkey = format!("{key}.servers.{i}");
-        let Some(addr) = e.check(&mkey, parse_socket_addr(&m.address)) else {
+        let mkey = || format!("{key}.servers.{i}");
+        let Some(addr) = parse_socket_addr(&m.address)
+            .map_err(|message| e.add(mkey(), message))
+            .ok()
+        else {
             ok = false;
             continue;
         };
         if addr.port() == 0 {
-            e.add(&mkey, format!("{addr}: port 0 is not a server port"));
+            e.add(mkey(), format!("{addr}: port 0 is not a server port"));
             ok = false;
         }
         if !seen.insert(addr) {
-            e.add(&mkey, format!("server {addr} is listed twice"));
+            e.add(mkey(), format!("server {addr} is listed twice"));
             ok = false;
         }
-        let weight = member_weight(e, &mkey, m);
+        let weight = match m.weight {
+            None => Some(DEFAULT_WEIGHT),
+            Some(_) => member_weight(e, &mkey(), m),
+        };
         ok &= weight.is_some();
         members.push(MemberConfig {
             addr,
@@ -279,7 +292,6 @@ fn validate_health(
     raw: Option<&RawHealth>,
     e: &mut Errors,
 ) -> Option<HealthConfig> {
-    let key = format!("{pool_key}.health");
     let Some(raw) = raw else {
         return Some(HealthConfig {
             kind: HealthKind::None,
@@ -294,6 +306,7 @@ fn validate_health(
             use_endpoint_weight: true,
         });
     };
+    let key = format!("{pool_key}.health");
     let kind = match raw.kind.as_deref().unwrap_or("tcp") {
         "none" => Some(HealthKind::None),
         "tcp" => Some(HealthKind::Tcp),
@@ -372,11 +385,11 @@ fn validate_passive(
     raw: Option<&RawPassive>,
     e: &mut Errors,
 ) -> Option<PassiveHealth> {
-    let key = format!("{pool_key}.passive");
     let default = PassiveHealth::default();
     let Some(raw) = raw else {
         return Some(default);
     };
+    let key = format!("{pool_key}.passive");
     let failures = match raw.failures {
         None => Some(default.failures),
         Some(n) if (0..=100).contains(&n) => Some(n as u32),

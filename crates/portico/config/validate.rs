@@ -9,7 +9,7 @@ use std::time::Duration;
 use net_core::proxy_protocol::ProxyVersion;
 
 use super::pools::{validate_cluster, validate_pool};
-use super::raw::{RawConfig, RawListener};
+use super::raw::{RawConfig, RawListener, RawRoute};
 use super::{
     AdminConfig, AdminToken, Config, ConfigError, ListenerConfig, LogConfig, LogFormat, Protocol,
     RuntimeConfig, parse_duration,
@@ -50,7 +50,7 @@ impl Errors {
     }
 }
 
-pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+pub fn validate(mut raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut e = Errors::default();
 
     let admin = validate_admin(&raw, &mut e);
@@ -77,9 +77,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     // The bind address of every listener whose address parsed, even one with other errors, so
     // that a conflict is reported together with them (and without a valid admin.listen).
     let mut binds = Vec::new();
-    for (name, listener) in &raw.listeners {
+    // Routes are moved out, for the validated routes to take their strings over.
+    let routes: Vec<_> = raw
+        .listeners
+        .values_mut()
+        .map(|l| l.routes.take())
+        .collect();
+    for ((name, listener), routes) in raw.listeners.iter().zip(routes) {
         check_name(&mut e, "listeners", name);
-        if let Some(l) = validate_listener(name, listener, &raw, &mut binds, &mut e) {
+        if let Some(l) = validate_listener(name, listener, routes, &raw, &mut binds, &mut e) {
             listeners.insert(name.clone(), l);
         }
     }
@@ -228,6 +234,7 @@ fn validate_log(raw: &RawConfig, e: &mut Errors) -> Option<LogConfig> {
 fn validate_listener(
     name: &str,
     raw: &RawListener,
+    routes: Option<Vec<RawRoute>>,
     config: &RawConfig,
     binds: &mut Vec<(String, SocketAddr, Protocol)>,
     e: &mut Errors,
@@ -284,7 +291,7 @@ fn validate_listener(
         not_for(raw.idle_timeout.is_some(), "idle_timeout", e);
     } else {
         for (present, field) in [
-            (raw.routes.is_some(), "routes"),
+            (routes.is_some(), "routes"),
             (raw.certificates.is_some(), "certificates"),
             (raw.max_header_bytes.is_some(), "max_header_bytes"),
             (raw.max_headers.is_some(), "max_headers"),
@@ -350,8 +357,9 @@ fn validate_listener(
     .map(|n| n as usize);
     let http = if is_http {
         let default_pool = pool.clone().flatten();
-        super::http::validate_http(&key, protocol, raw, config, default_pool.as_deref(), e)
-            .map(Some)
+        let default_pool = default_pool.as_deref();
+        super::http::validate_http(&key, protocol, raw, routes, config, default_pool, e)
+            .map(|spec| Some(std::sync::Arc::new(spec)))
     } else {
         Some(None)
     };

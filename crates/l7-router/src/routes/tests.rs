@@ -458,7 +458,7 @@ fn a_catch_all_route_keeps_a_host_from_falling_through() {
 fn compile_reports_each_error_class() {
     let long_label = format!("{}.example.com", "a".repeat(64));
     let long_name = format!("{}com", "abcdefghi.".repeat(26));
-    let host_cases: [(&str, HostError); 13] = [
+    let host_cases: [(&str, HostError); 14] = [
         ("", HostError::Empty),
         ("*", HostError::AnyHost),
         ("*.", HostError::EmptyLabel),
@@ -469,6 +469,8 @@ fn compile_reports_each_error_class() {
         ("a..example.com", HostError::EmptyLabel),
         (".example.com", HostError::EmptyLabel),
         ("example.com:443", HostError::InvalidCharacter(':')),
+        // A character no name has is reported before an empty label.
+        ("a..example.com:443", HostError::InvalidCharacter(':')),
         ("bücher.example", HostError::InvalidCharacter('ü')),
         (&long_label, HostError::LabelTooLong),
         (&long_name, HostError::TooLong),

@@ -363,3 +363,26 @@ fn shipped_config_files_are_valid() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The direct parse (no `PORTICO_` variables) and figment's parse read every shipped config,
+/// and a config using every key, into the same model.
+#[test]
+fn direct_and_figment_parses_agree() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut texts = vec![FULL.replace(TOKEN_PATH_IN_TESTS, token_path())];
+    for dir in [config.clone(), config.join("examples")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                texts.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    for text in texts {
+        let direct = crate::config::parse_direct(&text).expect("direct parse");
+        let figment = crate::config::parse_with_figment(&text).expect("figment parse");
+        let (direct, figment) = (validate::validate(direct), validate::validate(figment));
+        assert_eq!(direct, figment, "in:\n{text}");
+        assert!(direct.is_ok(), "{direct:?}");
+    }
+}
