@@ -23,6 +23,8 @@ DIRECT=${DIRECT:-1}
 LB_CPU=${LB_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 PORTICO_BIN=${PORTICO_BIN:-$ROOT/target/release/portico}
+# Not exported to Portico: every PORTICO_* variable is a config override for it.
+export -n PORTICO_BIN
 OUT_DIR=${OUT_DIR:-/tmp/portico-peers-$(date +%Y%m%d-%H%M%S)}
 
 # Fixed by the config files next to this script.
