@@ -1,7 +1,6 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
 //! hyper serving HTTP/1.1 and HTTP/2 on the same port -> one proxied request per stream.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -150,24 +149,20 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(ConnInfo { peer, tls });
-    let service_shared = Arc::clone(shared);
-    let service = service_fn(move |req| {
-        let (info, shared, source) = (
-            Arc::clone(&info),
-            Arc::clone(&service_shared),
-            Arc::clone(&source),
-        );
-        async move { Ok::<_, Infallible>(proxy::handle(req, &info, &shared, &*source).await) }
-    });
+    let info = Arc::new(ConnInfo::new(peer, tls, Arc::clone(shared), source));
+    let service = service_fn(move |req| proxy::handle(req, Arc::clone(&info)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
-        .max_headers(config.max_headers)
         .keep_alive(true);
+    // hyper parses into a fixed array of its default size unless told a count, and then fills
+    // a vector of that count for every request head: only set a count that differs.
+    if config.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -270,6 +265,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
     }
 }
 
+/// The header count hyper's HTTP/1 parser allows when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
 const MIN_HTTP1_BUFFER: usize = 8192;
 /// HTTP/2 keep-alive pings find dead client connections.
