@@ -15,6 +15,7 @@ use net_core::ActiveConnection;
 use tokio::time::Instant;
 
 use crate::metrics::RouteMetrics;
+use crate::proxy::ConnInfo;
 use crate::upstream::{BodyError, H1Body};
 
 /// What is written when a request is over.
@@ -22,7 +23,9 @@ pub(crate) struct Finish {
     pub started: Instant,
     pub status: u16,
     pub metrics: MetricsRef,
-    pub bytes_out: Counter,
+    /// The client connection: its listener's byte counter, and its header clock (the wait for
+    /// the next request head starts when this response ends).
+    pub conn: Arc<ConnInfo>,
     /// Holds the backend's active count until the response body is done.
     pub active: Option<ActiveConnection>,
     /// Boxed: most listeners log no access line, and the box keeps the body small.
@@ -123,9 +126,11 @@ impl ResponseBody {
         let Some(f) = self.finish.take() else {
             return;
         };
-        let elapsed = f.started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(f.started);
         f.metrics.get().record(f.status, elapsed);
-        f.bytes_out.increment(self.sent);
+        f.conn.shared.bytes_out.increment(self.sent);
+        f.conn.clock.request_finished(now);
         if let Some(a) = f.access {
             tracing::info!(
                 target: "access",

@@ -20,7 +20,7 @@ use tokio_util::either::Either;
 use crate::ConfigSource;
 use crate::body::{AccessLine, Finish, Inner, MetricsRef, ResponseBody};
 use crate::headers;
-use crate::server::HttpListenerShared;
+use crate::server::{HeadClock, HttpListenerShared};
 
 /// What a request knows about its client connection (one per connection, shared by its
 /// requests: a request costs one reference count, not one per field).
@@ -31,6 +31,8 @@ pub(crate) struct ConnInfo {
     pub client_ip: HeaderValue,
     pub shared: Arc<HttpListenerShared>,
     pub source: Arc<dyn ConfigSource>,
+    /// When the connection began waiting for a request head (`header_timeout`).
+    pub clock: HeadClock,
 }
 
 impl ConnInfo {
@@ -48,6 +50,7 @@ impl ConnInfo {
             client_ip,
             shared,
             source,
+            clock: HeadClock::new(),
         }
     }
 }
@@ -78,6 +81,7 @@ pub(crate) fn handle(
     conn: Arc<ConnInfo>,
 ) -> Either<Ready<Answer>, Either<impl Future<Output = Answer>, impl Future<Output = Answer>>> {
     let started = Instant::now();
+    conn.clock.request_started();
     let forward = match route(req, &conn, started) {
         Routed::Answer(response) => return Either::Left(std::future::ready(Ok(response))),
         Routed::Forward(forward) => forward,
@@ -85,7 +89,9 @@ pub(crate) fn handle(
     if forward.answering.target.upstream.http2_client().is_none() {
         Either::Right(Either::Left(forward::h1(forward, conn, started)))
     } else {
-        Either::Right(Either::Right(forward::h2(forward, conn, started)))
+        // Boxed: the HTTP/2 client's future is twice the size of the HTTP/1.1 path's, and the
+        // service future is as large as its largest variant.
+        Either::Right(Either::Right(Box::pin(forward::h2(forward, conn, started))))
     }
 }
 
@@ -93,9 +99,10 @@ pub(crate) fn handle(
 fn respond(
     result: Result<(Response<Inner>, ActiveConnection), forward::Failure>,
     forward: forward::Answering,
-    shared: &HttpListenerShared,
+    conn: &Arc<ConnInfo>,
     started: Instant,
 ) -> Response<ResponseBody> {
+    let shared = &conn.shared;
     let forward::Answering {
         target,
         access,
@@ -108,6 +115,8 @@ fn respond(
             {
                 let backend_upgrade = hyper::upgrade::on(&mut response);
                 tokio::spawn(tunnel(client_upgrade, backend_upgrade));
+                // The connection carries another protocol from now on: no more heads to wait for.
+                conn.clock.turn_off();
             }
             let (mut parts, body) = response.into_parts();
             let access = access.map(|mut a| {
@@ -118,7 +127,7 @@ fn respond(
                 started,
                 status: parts.status.as_u16(),
                 metrics: MetricsRef::Route(target),
-                bytes_out: shared.bytes_out.clone(),
+                conn: Arc::clone(conn),
                 active: Some(active),
                 access,
             };
@@ -134,7 +143,7 @@ fn respond(
                 text,
                 started,
                 MetricsRef::Route(target),
-                shared,
+                conn,
                 access,
             )
         }
@@ -142,7 +151,7 @@ fn respond(
 }
 
 /// Checks, routes and rewrites a request: a local answer, or a request ready for a backend.
-fn route(req: Request<Incoming>, conn: &ConnInfo, started: Instant) -> Routed {
+fn route(req: Request<Incoming>, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
     let shared = &conn.shared;
     let Some(config) = conn.source.http_listener(shared.name()) else {
         return Routed::Answer(local(
@@ -150,7 +159,7 @@ fn route(req: Request<Incoming>, conn: &ConnInfo, started: Instant) -> Routed {
             "listener is shutting down\n",
             started,
             MetricsRef::Listener(Arc::clone(shared)),
-            shared,
+            conn,
             None,
         ));
     };
@@ -171,7 +180,7 @@ fn route(req: Request<Incoming>, conn: &ConnInfo, started: Instant) -> Routed {
         })
     });
     let answer = |status, text, metrics, access| {
-        Routed::Answer(local(status, text, started, metrics, shared, access))
+        Routed::Answer(local(status, text, started, metrics, conn, access))
     };
 
     if req.headers().get_all(HOST).iter().nth(1).is_some() {
@@ -193,7 +202,7 @@ fn route(req: Request<Incoming>, conn: &ConnInfo, started: Instant) -> Routed {
         );
     }
     if config.redirect_https {
-        return Routed::Answer(redirect(&req, host_str, started, shared, access));
+        return Routed::Answer(redirect(&req, host_str, started, conn, access));
     }
 
     let matched = config
@@ -301,7 +310,7 @@ fn redirect(
     req: &Request<Incoming>,
     host: Option<&str>,
     started: Instant,
-    shared: &Arc<HttpListenerShared>,
+    conn: &Arc<ConnInfo>,
     access: Option<Box<AccessLine>>,
 ) -> Response<ResponseBody> {
     let Some(host) = host else {
@@ -309,8 +318,8 @@ fn redirect(
             StatusCode::BAD_REQUEST,
             "a Host header is required\n",
             started,
-            MetricsRef::Listener(Arc::clone(shared)),
-            shared,
+            MetricsRef::Listener(Arc::clone(&conn.shared)),
+            conn,
             access,
         );
     };
@@ -320,8 +329,8 @@ fn redirect(
         StatusCode::PERMANENT_REDIRECT,
         "redirecting to https\n",
         started,
-        MetricsRef::Listener(Arc::clone(shared)),
-        shared,
+        MetricsRef::Listener(Arc::clone(&conn.shared)),
+        conn,
         access,
     );
     if let Ok(location) = HeaderValue::try_from(format!("https://{host}{path}")) {
@@ -346,14 +355,14 @@ fn local(
     text: &'static str,
     started: Instant,
     metrics: MetricsRef,
-    shared: &HttpListenerShared,
+    conn: &Arc<ConnInfo>,
     access: Option<Box<AccessLine>>,
 ) -> Response<ResponseBody> {
     let finish = Finish {
         started,
         status: status.as_u16(),
         metrics,
-        bytes_out: shared.bytes_out.clone(),
+        conn: Arc::clone(conn),
         active: None,
         access,
     };

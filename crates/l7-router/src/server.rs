@@ -1,12 +1,10 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
 //! hyper serving HTTP/1.1 and HTTP/2 on the same port -> one proxied request per stream.
 
-use std::future::Future;
-use std::io;
+mod head_deadline;
+
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -15,8 +13,11 @@ use hyper_util::server::conn::auto;
 use metrics::{Counter, Gauge};
 use net_core::lifecycle::{Acceptor, CancellationToken, ConnectionLimit, TaskTracker};
 use net_core::metric_names;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+
+pub(crate) use head_deadline::HeadClock;
+use head_deadline::HeadDeadline;
 
 use crate::metrics::RouteMetrics;
 use crate::proxy::{self, ConnInfo};
@@ -150,12 +151,14 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(ConnInfo::new(peer, tls, Arc::clone(shared), source));
+    let io = HeadDeadline::new(io, Arc::clone(&info), config.header_timeout);
     let service = service_fn(move |req| proxy::handle(req, Arc::clone(&info)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No hyper header timer (and no timer, so none by default either): `HeadDeadline` keeps
+    // `header_timeout` with one timer per connection instead of one per request.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
         .keep_alive(true);
     // hyper parses into a fixed array of its default size unless told a count, and then fills
@@ -170,7 +173,6 @@ async fn serve_http<I>(
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(H2_PING_EVERY))
         .keep_alive_timeout(H2_PING_TIMEOUT);
-    let io = FirstByteDeadline::new(io, config.header_timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -182,86 +184,6 @@ async fn serve_http<I>(
     };
     if let Err(err) = result {
         tracing::debug!(listener = %shared.name, %peer, error = %err, "client connection ended with an error");
-    }
-}
-
-/// Fails the first read of a client connection that sends nothing within `timeout`. hyper's
-/// own header timer starts with the first bytes of a request, and telling HTTP/1 from HTTP/2
-/// waits for those bytes without one, so without this a silent connection would hold its
-/// `max_connections` slot forever.
-struct FirstByteDeadline<I> {
-    io: I,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<I> FirstByteDeadline<I> {
-    fn new(io: I, timeout: Duration) -> Self {
-        Self {
-            io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within header_timeout",
-                    )));
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -243,12 +243,14 @@ pub(super) fn h1(
                             }
                         }
                     };
-                    let Some(request) = req.take() else {
-                        break 'attempts;
-                    };
                     if upgrade {
-                        let sent =
-                            tokio::time::timeout_at(deadline, conn.send_upgrade(request)).await;
+                        let Some(request) = req.take() else {
+                            break 'attempts;
+                        };
+                        // Boxed: upgrades are rare, and their future would make every
+                        // request's future larger.
+                        let sending = Box::pin(conn.send_upgrade(request));
+                        let sent = tokio::time::timeout_at(deadline, sending).await;
                         let response = match sent {
                             Ok(Ok(response)) => response,
                             Ok(Err(err)) => {
@@ -262,8 +264,14 @@ pub(super) fn h1(
                     }
                     let reused = conn.is_reused();
                     let copy = (retryable && reused && conn.idle_for() >= STALE_RISK_IDLE)
-                        .then(|| Box::new(copy_head(&request)));
-                    let response = conn.dispatch(request);
+                        .then(|| req.as_ref().map(|r| Box::new(copy_head(r))))
+                        .flatten();
+                    // The request moves straight from its slot into the connection (a local
+                    // holding it would take room in the future across the await).
+                    let response = match req.take() {
+                        Some(request) => conn.dispatch(request),
+                        None => break 'attempts,
+                    };
                     let response = std::pin::pin!(response);
                     let sent = tokio::time::timeout_at(deadline, conn.send(response)).await;
                     let mut failed = match sent {
@@ -299,7 +307,7 @@ pub(super) fn h1(
             }
             Err(last)
         };
-        Ok(super::respond(result, answering, &client.shared, started))
+        Ok(super::respond(result, answering, &client, started))
     }
 }
 
@@ -320,7 +328,7 @@ pub(super) async fn h2(forward: Forward, client: Arc<ConnInfo>, started: Instant
         Some(upstream) => h2_send(upstream, call, &answering.target, &client.shared.bytes_in).await,
         None => Err(Failure::NoBackend),
     };
-    Ok(super::respond(result, answering, &client.shared, started))
+    Ok(super::respond(result, answering, &client, started))
 }
 
 async fn h2_send(
