@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, Entry, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::RequestHost;
@@ -47,21 +47,32 @@ pub(crate) fn to_backend(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.insert(UPGRADE, upgrade);
     }
 
-    // Several X-Forwarded-For lines are one comma-separated list: fold them into one.
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|prior| !prior.trim().is_empty())
-        .map(|prior| format!("{prior}, {}", client_ip(f.client)));
-    let xff = match prior {
-        Some(list) => HeaderValue::try_from(list).ok(),
-        None => Some(f.client_ip.clone()),
-    };
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        headers.remove(&X_FORWARDED_FOR);
-    }
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+    // One X-Forwarded-For line: the client's address appended to the first one the request
+    // had (one map lookup: most requests have none).
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(f.client_ip.clone());
+        }
+        Entry::Occupied(mut prior) => {
+            let list = prior
+                .get()
+                .to_str()
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| format!("{p}, {}", client_ip(f.client)));
+            let value = match list {
+                Some(list) => HeaderValue::try_from(list).ok(),
+                None => Some(f.client_ip.clone()),
+            };
+            match value {
+                Some(value) => {
+                    prior.insert(value);
+                }
+                None => {
+                    prior.remove_entry_mult().1.for_each(drop);
+                }
+            }
+        }
     }
     let proto = if f.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));

@@ -55,6 +55,14 @@ impl ConnInfo {
     }
 }
 
+/// What a request says about its host.
+pub(crate) struct Hosts {
+    /// The host it was routed on, if it had a valid one.
+    pub routed: Option<RequestHost>,
+    /// It carries a Host header (valid or not), or one is set from `routed`.
+    pub has_host_header: bool,
+}
+
 /// The host a request is for, as routed and as passed on.
 pub(crate) struct RequestHost {
     pub value: HeaderValue,
@@ -163,8 +171,12 @@ fn route(req: Request<Incoming>, conn: &Arc<ConnInfo>, started: Instant) -> Rout
             None,
         ));
     };
-    let host = request_host(&req);
+    let mut host_headers = req.headers().get_all(HOST).iter();
+    let host_header = host_headers.next();
+    let more_than_one_host = host_headers.next().is_some();
+    let host = request_host(&req, host_header);
     let host_str = host.as_ref().and_then(|h| h.value.to_str().ok());
+    let has_host = host_header.is_some() || host.is_some();
     let access = config.access_log.then(|| {
         Box::new(AccessLine {
             listener: shared.name_arc(),
@@ -183,7 +195,7 @@ fn route(req: Request<Incoming>, conn: &Arc<ConnInfo>, started: Instant) -> Rout
         Routed::Answer(local(status, text, started, metrics, conn, access))
     };
 
-    if req.headers().get_all(HOST).iter().nth(1).is_some() {
+    if more_than_one_host {
         // RFC 9112 §3.2: more than one Host is a bad request (and a smuggling attempt).
         return answer(
             StatusCode::BAD_REQUEST,
@@ -239,8 +251,12 @@ fn route(req: Request<Incoming>, conn: &Arc<ConnInfo>, started: Instant) -> Rout
         }
     }
 
+    let hosts = Hosts {
+        routed: host,
+        has_host_header: has_host,
+    };
     Routed::Forward(forward::prepare(
-        req, conn, &config, target, access, host, started,
+        req, conn, &config, target, access, hosts, started,
     ))
 }
 
@@ -290,7 +306,7 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
 }
 
 /// The host a request is for: the URI's authority (HTTP/2, absolute-form) or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<RequestHost> {
+fn request_host<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Option<RequestHost> {
     if let Some(authority) = req.uri().authority() {
         let value = HeaderValue::from_str(authority.as_str()).ok()?;
         return Some(RequestHost {
@@ -298,7 +314,7 @@ fn request_host<B>(req: &Request<B>) -> Option<RequestHost> {
             from_target: true,
         });
     }
-    let value = req.headers().get(HOST)?;
+    let value = host_header?;
     value.to_str().ok()?;
     Some(RequestHost {
         value: value.clone(),

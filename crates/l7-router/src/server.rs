@@ -3,8 +3,12 @@
 
 mod head_deadline;
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -175,15 +179,77 @@ async fn serve_http<I>(
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = until_stopped(conn, &stop, |conn| conn.graceful_shutdown()).await;
     if let Err(err) = result {
         tracing::debug!(listener = %shared.name, %peer, error = %err, "client connection ended with an error");
+    }
+}
+
+/// Drives `conn` to its end, calling `shut_down` on it once `stop` fires (then driving it on).
+///
+/// The connection's task is woken for every read and write, and polling a cancellation future
+/// takes two locks: it is polled only when it is what woke the task (its waker is
+/// [`StopWake`]), which a select would not know.
+async fn until_stopped<C: Future>(
+    mut conn: Pin<&mut C>,
+    stop: &CancellationToken,
+    shut_down: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let wake = Arc::new(StopWake {
+        woken: AtomicBool::new(true),
+        task: Mutex::new(None),
+    });
+    let stop_waker = Waker::from(Arc::clone(&wake));
+    let stopping = stop.cancelled();
+    tokio::pin!(stopping);
+    let mut shut_down = Some(shut_down);
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(output) = conn.as_mut().poll(cx) {
+                return Poll::Ready(output);
+            }
+            if shut_down.is_none() || !wake.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            wake.set_task(cx.waker());
+            let mut stop_cx = Context::from_waker(&stop_waker);
+            if stopping.as_mut().poll(&mut stop_cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some(shut_down) = shut_down.take() {
+                shut_down(conn.as_mut());
+            }
+        }
+    })
+    .await
+}
+
+/// The waker the stop signal wakes: notes that it fired, then wakes the connection's task.
+struct StopWake {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl StopWake {
+    fn set_task(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for StopWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -194,3 +260,77 @@ const MIN_HTTP1_BUFFER: usize = 8192;
 /// HTTP/2 keep-alive pings find dead client connections.
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that ends only after its shutdown was asked for; the test wakes its task
+    /// through `waker` as reads and writes wake a real one.
+    struct FakeConnection {
+        shut_down: bool,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+        waker: Arc<Mutex<Option<Waker>>>,
+    }
+
+    impl Future for FakeConnection {
+        type Output = &'static str;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.shut_down {
+                return Poll::Ready("shut down");
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_shut_down_once_stop_fires_and_driven_to_its_end() {
+        let stop = CancellationToken::new();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let task = tokio::spawn({
+            let (stop, polls, waker) = (stop.clone(), Arc::clone(&polls), Arc::clone(&waker));
+            async move {
+                let mut shut_downs = 0;
+                let conn = FakeConnection {
+                    shut_down: false,
+                    polls,
+                    waker,
+                };
+                tokio::pin!(conn);
+                let output = until_stopped(conn, &stop, |mut c| {
+                    shut_downs += 1;
+                    c.shut_down = true;
+                })
+                .await;
+                (output, shut_downs)
+            }
+        });
+        // Wake-ups that are not the stop signal leave the connection running.
+        for woken in 1..=3 {
+            while polls.load(Ordering::SeqCst) < woken {
+                tokio::task::yield_now().await;
+            }
+            waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        }
+        while polls.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished());
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(ended.expect("stop ends it").unwrap(), ("shut down", 1));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_by_itself_is_not_shut_down() {
+        let stop = CancellationToken::new();
+        let conn = std::future::ready("done");
+        tokio::pin!(conn);
+        let output = until_stopped(conn, &stop, |_| panic!("no shutdown without stop")).await;
+        assert_eq!(output, "done");
+    }
+}

@@ -18,7 +18,7 @@ use net_core::error_chain::ErrorChain;
 use net_core::{ActiveConnection, hash};
 use tokio::time::Instant;
 
-use super::{Answer, ConnInfo, RequestHost, is_idempotent, is_upgrade};
+use super::{Answer, ConnInfo, Hosts, is_idempotent, is_upgrade};
 use crate::body::{AccessLine, BodyTooLarge, Inner, ProxyRequestBody};
 use crate::headers::{self, Forwarding};
 use crate::upstream::{H1Body, UpstreamError};
@@ -96,6 +96,8 @@ pub(super) struct Call {
     /// Idempotent, without a body, not an upgrade: it may be sent again.
     retryable: bool,
     upgrade: bool,
+    /// The request carries a Host header (else the backend's address is sent as Host).
+    has_host: bool,
     deadline: Instant,
 }
 
@@ -106,9 +108,13 @@ pub(super) fn prepare(
     config: &HttpListenerConfig,
     target: Arc<RouteTarget>,
     access: Option<Box<AccessLine>>,
-    host: Option<RequestHost>,
+    hosts: Hosts,
     started: Instant,
 ) -> Forward {
+    let Hosts {
+        routed: host,
+        has_host_header: has_host,
+    } = hosts;
     let mut req = req;
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -149,6 +155,7 @@ pub(super) fn prepare(
         },
         retryable,
         upgrade,
+        has_host: has_host || target.host_rewrite.is_some(),
         deadline: started + target.timeout,
     };
     Forward {
@@ -191,6 +198,7 @@ pub(super) fn h1(
         count,
         retryable,
         upgrade,
+        has_host,
         deadline,
     } = call;
     // The request keeps this one slot of the future's state from attempt to attempt: it moves
@@ -201,9 +209,7 @@ pub(super) fn h1(
         let pool = &target.pool;
         // A request without Host (HTTP/1.0) gets the backend's address, as hyper-util's client
         // set it.
-        let set_host = req
-            .as_ref()
-            .is_some_and(|r| !r.headers().contains_key(HOST));
+        let set_host = !has_host;
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut last = Failure::NoBackend;
         let result = 'sent: {

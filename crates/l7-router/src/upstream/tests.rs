@@ -47,6 +47,8 @@ struct TestBackend {
     closed_by_backend: watch::Receiver<usize>,
     /// Set: `SilentClose` connections close.
     close_idle: Arc<watch::Sender<bool>>,
+    /// The head of the last request, as received.
+    last_head: Arc<std::sync::Mutex<String>>,
 }
 
 impl TestBackend {
@@ -59,19 +61,21 @@ impl TestBackend {
         let (self_tx, closed_by_backend) = watch::channel(0);
         let (peer_tx, self_tx) = (Arc::new(peer_tx), Arc::new(self_tx));
         let close_idle = Arc::new(watch::channel(false).0);
-        let (a, r, close) = (
+        let last_head = Arc::new(std::sync::Mutex::new(String::new()));
+        let (a, r, close, head) = (
             Arc::clone(&accepted),
             Arc::clone(&requests),
             Arc::clone(&close_idle),
+            Arc::clone(&last_head),
         );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
                 let (r, peer_tx, self_tx) =
                     (Arc::clone(&r), Arc::clone(&peer_tx), Arc::clone(&self_tx));
-                let close = close.subscribe();
+                let (close, head) = (close.subscribe(), Arc::clone(&head));
                 tokio::spawn(async move {
-                    let peer_closed = serve_connection(stream, name, mode, &r, close).await;
+                    let peer_closed = serve_connection(stream, name, mode, &r, close, &head).await;
                     let count = if peer_closed { &peer_tx } else { &self_tx };
                     count.send_modify(|n| *n += 1);
                 });
@@ -84,7 +88,12 @@ impl TestBackend {
             closed_by_peer,
             closed_by_backend,
             close_idle,
+            last_head,
         }
+    }
+
+    fn last_head(&self) -> String {
+        self.last_head.lock().unwrap().clone()
     }
 
     /// Closes the idle `SilentClose` connections (and the next ones after their answer).
@@ -123,6 +132,7 @@ async fn serve_connection(
     mode: Mode,
     requests: &AtomicUsize,
     mut close: watch::Receiver<bool>,
+    last_head: &std::sync::Mutex<String>,
 ) -> bool {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -134,7 +144,8 @@ async fn serve_connection(
             }
             continue;
         };
-        buf.drain(..end + 4);
+        let head: Vec<u8> = buf.drain(..end + 4).collect();
+        *last_head.lock().unwrap() = String::from_utf8_lossy(&head).into_owned();
         requests.fetch_add(1, Ordering::SeqCst);
         let connection = match mode {
             Mode::Close => "connection: close\r\n",
@@ -418,10 +429,12 @@ async fn listener_in_front_of(backend: SocketAddr, upstream: Arc<Upstream>) -> S
 
 /// Sends `GET /` on `client` and reads the response; returns (status line, body).
 async fn get_over(client: &mut TcpStream) -> (String, String) {
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
+    request_over(client, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await
+}
+
+/// Sends `request` on `client` and reads the response; returns (status line, body).
+async fn request_over(client: &mut TcpStream, request: &[u8]) -> (String, String) {
+    client.write_all(request).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -472,4 +485,28 @@ async fn a_stale_pooled_connection_is_retried_on_a_fresh_one() {
     );
     assert_eq!(backend.connections(), 2);
     assert_eq!(backend.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_request_without_host_gets_the_backend_address_as_host() {
+    let backend = TestBackend::start("hostless", Mode::KeepAlive).await;
+    let upstream = Arc::new(Upstream::new(settings(8, Duration::from_secs(30))));
+    let addr = listener_in_front_of(backend.addr, upstream).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (status, body) = request_over(&mut client, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(status.ends_with(" 200 OK"), "{status}");
+    assert_eq!(body, "hostless");
+    let head = backend.last_head().to_ascii_lowercase();
+    assert!(head.starts_with("get /old http/1.1\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nhost: {}\r\n", backend.addr)),
+        "{head}"
+    );
+    // With a Host, that one is sent.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (status, _) = get_over(&mut client).await;
+    assert!(status.ends_with(" 200 OK"), "{status}");
+    let head = backend.last_head().to_ascii_lowercase();
+    assert!(head.contains("\r\nhost: app.test\r\n"), "{head}");
+    assert_eq!(head.matches("\r\nhost:").count(), 1, "{head}");
 }
