@@ -9,24 +9,27 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::Method;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use metrics::Counter;
 use net_core::ActiveConnection;
 use tokio::time::Instant;
 
 use crate::metrics::RouteMetrics;
-use crate::upstream::{BodyError, UpstreamBody};
+use crate::proxy::ConnInfo;
+use crate::upstream::{BodyError, H1Body};
 
 /// What is written when a request is over.
 pub(crate) struct Finish {
     pub started: Instant,
     pub status: u16,
     pub metrics: MetricsRef,
-    pub bytes_out: Counter,
+    /// The client connection: its listener's byte counter, and its header clock (the wait for
+    /// the next request head starts when this response ends).
+    pub conn: Arc<ConnInfo>,
     /// Holds the backend's active count until the response body is done.
     pub active: Option<ActiveConnection>,
-    pub access: Option<AccessLine>,
+    /// Boxed: most listeners log no access line, and the box keeps the body small.
+    pub access: Option<Box<AccessLine>>,
 }
 
 /// The metrics a request counts into: its route's, or the listener's for unrouted answers.
@@ -56,13 +59,54 @@ pub(crate) struct AccessLine {
 
 /// The body sent to the client.
 pub struct ResponseBody {
-    inner: UpstreamBody,
+    inner: Inner,
     sent: u64,
     finish: Option<Finish>,
 }
 
+/// Where the bytes of a response come from (an enum rather than a boxed body: no allocation
+/// per response).
+pub(crate) enum Inner {
+    /// From a pooled HTTP/1.1 backend connection, which the body drives.
+    H1(H1Body),
+    /// From a connection driven elsewhere (HTTP/2 backends, upgrades).
+    Incoming(Incoming),
+    /// A short local answer, until it is sent.
+    Text(Option<Bytes>),
+}
+
+impl Inner {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = match self {
+            Inner::H1(body) => Pin::new(body).poll_frame(cx),
+            Inner::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Inner::Text(text) => return Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+        };
+        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::H1(body) => body.is_end_stream(),
+            Inner::Incoming(body) => body.is_end_stream(),
+            Inner::Text(text) => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inner::H1(body) => body.size_hint(),
+            Inner::Incoming(body) => body.size_hint(),
+            Inner::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
+        }
+    }
+}
+
 impl ResponseBody {
-    pub(crate) fn new(inner: UpstreamBody, finish: Finish) -> Self {
+    pub(crate) fn new(inner: Inner, finish: Finish) -> Self {
         Self {
             inner,
             sent: 0,
@@ -72,19 +116,21 @@ impl ResponseBody {
 
     /// A short local answer (404, 502...).
     pub(crate) fn text(text: &'static str, finish: Finish) -> Self {
-        let inner = http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed();
-        Self::new(inner, finish)
+        Self::new(
+            Inner::Text(Some(Bytes::from_static(text.as_bytes()))),
+            finish,
+        )
     }
 
     fn complete(&mut self, aborted: bool) {
         let Some(f) = self.finish.take() else {
             return;
         };
-        let elapsed = f.started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(f.started);
         f.metrics.get().record(f.status, elapsed);
-        f.bytes_out.increment(self.sent);
+        f.conn.shared.bytes_out.increment(self.sent);
+        f.conn.clock.request_finished(now);
         if let Some(a) = f.access {
             tracing::info!(
                 target: "access",
@@ -114,7 +160,7 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = self.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -150,9 +196,14 @@ impl Drop for ResponseBody {
     }
 }
 
+/// The body of a request on its way to a backend.
+pub(crate) type ProxyRequestBody = RequestBody<Incoming>;
+
 /// The request body on its way to the backend: counted, and cut off past `limit` bytes.
 pub(crate) struct RequestBody<B> {
-    inner: B,
+    /// None: no body (a request sent again after its body was used up, which only happens for
+    /// requests without one).
+    inner: Option<B>,
     limit: Option<u64>,
     seen: u64,
     bytes_in: Counter,
@@ -161,8 +212,18 @@ pub(crate) struct RequestBody<B> {
 impl<B> RequestBody<B> {
     pub fn new(inner: B, limit: Option<u64>, bytes_in: Counter) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             limit,
+            seen: 0,
+            bytes_in,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty(bytes_in: Counter) -> Self {
+        Self {
+            inner: None,
+            limit: None,
             seen: 0,
             bytes_in,
         }
@@ -187,7 +248,10 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -208,10 +272,12 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

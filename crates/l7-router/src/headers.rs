@@ -5,10 +5,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, Entry, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::proxy::RequestHost;
+
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Connection: close` names a header `close` too (RFC 9110 §7.6.1), which goes with it.
+const CLOSE: HeaderName = HeaderName::from_static("close");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
 const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
@@ -20,9 +24,11 @@ pub(crate) const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// What the backend should learn about the client's request.
 pub(crate) struct Forwarding<'a> {
     pub client: SocketAddr,
+    /// `client`'s address as a header value.
+    pub client_ip: &'a HeaderValue,
     pub tls: bool,
     /// The host the client asked for (Host header or :authority), if any.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a RequestHost>,
     /// Add an RFC 7239 `Forwarded` element.
     pub forwarded: bool,
     /// Generate this header when absent.
@@ -41,33 +47,51 @@ pub(crate) fn to_backend(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.insert(UPGRADE, upgrade);
     }
 
-    let ip = client_ip(f.client);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip.to_string(),
-    };
-    // Several X-Forwarded-For lines are one comma-separated list: fold them into one.
-    headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR, v);
+    // One X-Forwarded-For line: the client's address appended to the first one the request
+    // had (one map lookup: most requests have none).
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(f.client_ip.clone());
+        }
+        Entry::Occupied(mut prior) => {
+            let list = prior
+                .get()
+                .to_str()
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| format!("{p}, {}", client_ip(f.client)));
+            let value = match list {
+                Some(list) => HeaderValue::try_from(list).ok(),
+                None => Some(f.client_ip.clone()),
+            };
+            match value {
+                Some(value) => {
+                    prior.insert(value);
+                }
+                None => {
+                    prior.remove_entry_mult().1.for_each(drop);
+                }
+            }
+        }
     }
     let proto = if f.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = f.host {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(X_FORWARDED_HOST, v.clone());
-            // The host the request was routed on: the Host header, or the target's authority
-            // (HTTP/2, or an absolute-form target, whose host replaces Host: RFC 9112 §3.2.2).
-            headers.insert(HOST, v);
+        headers.insert(X_FORWARDED_HOST, host.value.clone());
+        // The host the request was routed on: the Host header, or the target's authority
+        // (HTTP/2, or an absolute-form target, whose host replaces Host: RFC 9112 §3.2.2).
+        if host.from_target {
+            headers.insert(HOST, host.value.clone());
         }
     }
     if f.forwarded {
+        let ip = client_ip(f.client);
         let for_ = match ip {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
         let mut element = format!("for={for_};proto={proto}");
-        if let Some(host) = f.host {
+        if let Some(host) = f.host.and_then(|h| h.value.to_str().ok()) {
             element.push_str(";host=");
             push_token_or_quoted(&mut element, host);
         }
@@ -100,40 +124,91 @@ pub(crate) fn to_client(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Hop-by-hop headers a message may carry, besides those its `Connection` names.
+const HOP_BY_HOP_COUNT: usize = 7;
+/// A static, not a const: a const array would be built and dropped at each use.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// `name`'s index in [`HOP_BY_HOP`] (a match on the name is one length test and at most one
+/// compare, where comparing with each name in turn is seven).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    let i = match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        _ => return None,
+    };
+    debug_assert_eq!(HOP_BY_HOP[i], name);
+    Some(i)
+}
+
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if name != TE {
+    // One pass over the names finds what is there, so a message without hop-by-hop headers
+    // (most requests) costs no lookups for each of them.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut te = false;
+    for name in headers.keys() {
+        match hop_by_hop_index(name) {
+            Some(i) => present[i] = true,
+            None => te |= *name == TE,
+        }
+    }
+    if present[0] {
+        // Headers named in Connection are hop-by-hop too. The usual tokens (`keep-alive`,
+        // `upgrade`) name headers of the list above, which go anyway: only others are
+        // collected (no allocation for the usual ones).
+        let mut named: Vec<HeaderName> = Vec::new();
+        let tokens = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        for token in tokens {
+            let listed = token.eq_ignore_ascii_case(TE.as_str())
+                || HOP_BY_HOP
+                    .iter()
+                    .any(|h| token.eq_ignore_ascii_case(h.as_str()));
+            if listed {
+                continue;
+            }
+            if token.eq_ignore_ascii_case(CLOSE.as_str()) {
+                named.push(CLOSE);
+            } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+        for name in named {
             headers.remove(name);
         }
     }
-    let keep_te = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
-        headers.remove(name);
+    for (name, there) in HOP_BY_HOP.iter().zip(present) {
+        if there {
+            headers.remove(name);
+        }
     }
-    if !keep_te {
+    if te
+        && !headers
+            .get(TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(TE);
     }
 }
 
-fn client_ip(addr: SocketAddr) -> IpAddr {
+pub(crate) fn client_ip(addr: SocketAddr) -> IpAddr {
     match addr.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -162,9 +237,20 @@ fn push_token_or_quoted(out: &mut String, value: &str) {
 mod tests {
     use super::*;
 
-    fn forwarding(host: Option<&str>) -> Forwarding<'_> {
+    static V4_CLIENT: HeaderValue = HeaderValue::from_static("192.0.2.7");
+
+    /// A host from the request target (as HTTP/2 carries it), so Host is set from it too.
+    fn target_host(host: &'static str) -> RequestHost {
+        RequestHost {
+            value: HeaderValue::from_static(host),
+            from_target: true,
+        }
+    }
+
+    fn forwarding(host: Option<&RequestHost>) -> Forwarding<'_> {
         Forwarding {
             client: "192.0.2.7:5555".parse().unwrap(),
+            client_ip: &V4_CLIENT,
             tls: true,
             host,
             forwarded: true,
@@ -185,7 +271,8 @@ mod tests {
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
-        to_backend(&mut h, &forwarding(Some("api.example.com")));
+        let host = target_host("api.example.com");
+        to_backend(&mut h, &forwarding(Some(&host)));
         for gone in [
             "connection",
             "x-secret",
@@ -213,14 +300,80 @@ mod tests {
         h.insert(TE, HeaderValue::from_static("trailers"));
         h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        let v6_client = HeaderValue::from_static("2001:db8::1");
         let mut f = forwarding(None);
         f.upgrade = true;
         f.client = "[2001:db8::1]:1".parse().unwrap();
+        f.client_ip = &v6_client;
         to_backend(&mut h, &f);
         assert_eq!(h[TE], "trailers");
         assert_eq!(h[UPGRADE], "websocket");
         assert_eq!(h[CONNECTION], "upgrade");
         assert_eq!(h[FORWARDED], "for=\"[2001:db8::1]\";proto=https");
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_by_its_index() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for name in [
+            TE,
+            HOST,
+            X_FORWARDED_FOR,
+            HeaderName::from_static("upgrade-x"),
+        ] {
+            assert_eq!(hop_by_hop_index(&name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens_and_names_are_matched_without_case() {
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, HeaderValue::from_static("Keep-Alive , X-Hop"));
+        h.append(CONNECTION, HeaderValue::from_static("close"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("named in Connection"));
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        to_client(&mut h, false);
+        assert!(!h.contains_key(CONNECTION));
+        assert!(!h.contains_key(KEEP_ALIVE));
+        assert!(!h.contains_key("x-hop"));
+        assert!(!h.contains_key("close"));
+        assert_eq!(h["x-end-to-end"], "1");
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_keeps_every_header() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.insert("content-length", HeaderValue::from_static("100"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        let before = h.clone();
+        to_client(&mut h, false);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn a_host_from_the_host_header_is_forwarded_and_left_in_place() {
+        let host = RequestHost {
+            value: HeaderValue::from_static("app.test:8080"),
+            from_target: false,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("app.test:8080"));
+        to_backend(&mut h, &forwarding(Some(&host)));
+        assert_eq!(h.get_all(HOST).iter().count(), 1);
+        assert_eq!(h[HOST], "app.test:8080");
+        assert_eq!(h[X_FORWARDED_HOST], "app.test:8080");
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(
+            h[FORWARDED],
+            "for=192.0.2.7;proto=https;host=\"app.test:8080\""
+        );
     }
 
     #[test]

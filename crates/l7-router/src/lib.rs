@@ -46,6 +46,11 @@ pub struct RouteTarget {
     pub host_rewrite: Option<http::HeaderValue>,
     /// Each backend's `ip:port` as a URI authority, by backend index, made once per snapshot.
     authorities: Box<[http::uri::Authority]>,
+    /// Each backend's Host value for requests that come without one, by backend index.
+    host_values: Box<[http::HeaderValue]>,
+    /// Each backend's pooled HTTP/1.1 connections, by backend index (empty for HTTP/2
+    /// upstreams), looked up once per snapshot rather than per request.
+    conns: Box<[Arc<upstream::BackendConns>]>,
 }
 
 impl RouteTarget {
@@ -57,13 +62,23 @@ impl RouteTarget {
         upstream: Arc<Upstream>,
         policy: RoutePolicy,
     ) -> Self {
-        let authorities = pool
+        let authorities: Box<[http::uri::Authority]> = pool
             .backends()
             .iter()
             .map(|b| {
                 http::uri::Authority::try_from(b.addr().to_string())
                     .expect("a socket address is a valid authority")
             })
+            .collect();
+        let host_values = pool
+            .backends()
+            .iter()
+            .map(|b| host_value(b.addr()))
+            .collect();
+        let conns = pool
+            .backends()
+            .iter()
+            .filter_map(|b| upstream.backend_conns(b.addr()))
             .collect();
         Self {
             name: Arc::from(route),
@@ -75,12 +90,34 @@ impl RouteTarget {
             metrics: RouteMetrics::new(listener, route),
             host_rewrite: policy.host_rewrite,
             authorities,
+            host_values,
+            conns,
         }
     }
 
     pub(crate) fn authority(&self, backend: usize) -> http::uri::Authority {
         self.authorities[backend].clone()
     }
+
+    pub(crate) fn host_value(&self, backend: usize) -> http::HeaderValue {
+        self.host_values[backend].clone()
+    }
+
+    /// Backend `backend`'s pooled connections; HTTP/1.1 upstreams only.
+    pub(crate) fn conns(&self, backend: usize) -> &Arc<upstream::BackendConns> {
+        &self.conns[backend]
+    }
+}
+
+/// The Host a request without one gets: the backend's address, without the port when it is
+/// 80 (as hyper-util's client made it).
+fn host_value(addr: std::net::SocketAddr) -> http::HeaderValue {
+    let host = match (addr.ip(), addr.port()) {
+        (std::net::IpAddr::V4(ip), 80) => ip.to_string(),
+        (std::net::IpAddr::V6(ip), 80) => format!("[{ip}]"),
+        _ => addr.to_string(),
+    };
+    http::HeaderValue::try_from(host).expect("a socket address is a valid header value")
 }
 
 /// A route's request policy.

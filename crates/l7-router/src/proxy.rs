@@ -2,143 +2,130 @@
 //! no backend) -> stream the answer back. Failures become short local answers: 404 no route,
 //! 413 body too large, 502 backend failed, 503 no backend available, 504 backend too slow.
 
+mod forward;
+
+use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, UPGRADE};
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Body, Incoming};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use net_core::ActiveConnection;
 use net_core::error_chain::ErrorChain;
-use net_core::{ActiveConnection, hash};
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
-use crate::body::{AccessLine, BodyTooLarge, Finish, MetricsRef, RequestBody, ResponseBody};
-use crate::headers::{self, Forwarding};
-use crate::server::HttpListenerShared;
-use crate::upstream::UpstreamBody;
-use crate::{ConfigSource, HttpListenerConfig, RouteTarget};
+use crate::ConfigSource;
+use crate::body::{AccessLine, Finish, Inner, MetricsRef, ResponseBody};
+use crate::headers;
+use crate::server::{HeadClock, HttpListenerShared};
 
-/// Attempts per request at most: the first plus up to 10 retries (config allows 0 to 10).
-const MAX_ATTEMPTS: usize = 11;
-
-/// What a request knows about its client connection.
+/// What a request knows about its client connection (one per connection, shared by its
+/// requests: a request costs one reference count, not one per field).
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The client's address as an X-Forwarded-For value, made once per connection.
+    pub client_ip: HeaderValue,
+    pub shared: Arc<HttpListenerShared>,
+    pub source: Arc<dyn ConfigSource>,
+    /// When the connection began waiting for a request head (`header_timeout`).
+    pub clock: HeadClock,
 }
 
-pub(crate) async fn handle(
-    req: Request<Incoming>,
-    conn: &ConnInfo,
-    shared: &Arc<HttpListenerShared>,
-    source: &dyn ConfigSource,
-) -> Response<ResponseBody> {
-    let started = Instant::now();
-    let Some(config) = source.http_listener(shared.name()) else {
-        return local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "listener is shutting down\n",
-            started,
-            MetricsRef::Listener(Arc::clone(shared)),
+impl ConnInfo {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        tls: bool,
+        shared: Arc<HttpListenerShared>,
+        source: Arc<dyn ConfigSource>,
+    ) -> Self {
+        let client_ip = HeaderValue::try_from(headers::client_ip(peer).to_string())
+            .expect("an IP address is a valid header value");
+        Self {
+            peer,
+            tls,
+            client_ip,
             shared,
-            None,
-        );
-    };
-    let host = request_host(&req).map(str::to_owned);
-    let access = config.access_log.then(|| AccessLine {
-        listener: shared.name_arc(),
-        route: shared.no_route_name(),
-        client: conn.peer,
-        method: req.method().clone(),
-        host: host.clone().unwrap_or_default(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-        backend: None,
-    });
-
-    if req.headers().get_all(HOST).iter().nth(1).is_some() {
-        // RFC 9112 §3.2: more than one Host is a bad request (and a smuggling attempt).
-        let m = MetricsRef::Listener(Arc::clone(shared));
-        return local(
-            StatusCode::BAD_REQUEST,
-            "more than one Host header\n",
-            started,
-            m,
-            shared,
-            access,
-        );
-    }
-    if req.headers().len() > config.max_headers {
-        // hyper enforces the count on HTTP/1.1 only; this holds for HTTP/2 too.
-        let m = MetricsRef::Listener(Arc::clone(shared));
-        return local(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "too many headers\n",
-            started,
-            m,
-            shared,
-            access,
-        );
-    }
-    if config.redirect_https {
-        return redirect(&req, host.as_deref(), started, shared, access);
-    }
-
-    let matched = config
-        .routes
-        .lookup(
-            host.as_deref().unwrap_or(""),
-            req.uri().path(),
-            req.method(),
-            req.headers(),
-        )
-        .and_then(|m| config.targets.get(*m.target))
-        .map(Arc::clone);
-    let Some(target) = matched else {
-        return local(
-            StatusCode::NOT_FOUND,
-            "no route for this host and path\n",
-            started,
-            MetricsRef::Listener(Arc::clone(shared)),
-            shared,
-            access,
-        );
-    };
-    let access = access.map(|mut a| {
-        a.route = Arc::clone(&target.name);
-        a
-    });
-    let metrics = || MetricsRef::Route(Arc::clone(&target));
-
-    if let (Some(limit), Some(length)) = (target.max_body_bytes, content_length(&req)) {
-        if length > limit {
-            return local(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large\n",
-                started,
-                metrics(),
-                shared,
-                access,
-            );
+            source,
+            clock: HeadClock::new(),
         }
     }
+}
 
-    match forward(
-        req,
-        conn,
-        &config,
-        &target,
-        host.as_deref(),
-        shared,
-        started,
-    )
-    .await
-    {
-        Ok((response, active)) => {
+/// What a request says about its host.
+pub(crate) struct Hosts {
+    /// The host it was routed on, if it had a valid one.
+    pub routed: Option<RequestHost>,
+    /// It carries a Host header (valid or not), or one is set from `routed`.
+    pub has_host_header: bool,
+}
+
+/// The host a request is for, as routed and as passed on.
+pub(crate) struct RequestHost {
+    pub value: HeaderValue,
+    /// It came from the request target (HTTP/2 `:authority`, an absolute-form target), not
+    /// from the Host header, so the Host sent to the backend must be set to it.
+    pub from_target: bool,
+}
+
+enum Routed {
+    /// Answered by Portico itself.
+    Answer(Response<ResponseBody>),
+    Forward(forward::Forward),
+}
+
+/// What the service answers.
+pub(crate) type Answer = Result<Response<ResponseBody>, Infallible>;
+
+/// One request, start to end. Everything that needs no waiting (checks, routing, header
+/// rewriting) is done here, before any future exists; what waits for the backend is one
+/// future per upstream protocol, not nested in another (hyper moves the service future
+/// around, and each level of nesting would add to its size and copy it once more).
+pub(crate) fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Either<Ready<Answer>, Either<impl Future<Output = Answer>, impl Future<Output = Answer>>> {
+    let started = Instant::now();
+    conn.clock.request_started();
+    let forward = match route(req, &conn, started) {
+        Routed::Answer(response) => return Either::Left(std::future::ready(Ok(response))),
+        Routed::Forward(forward) => forward,
+    };
+    if forward.answering.target.upstream.http2_client().is_none() {
+        Either::Right(Either::Left(forward::h1(forward, conn, started)))
+    } else {
+        // Boxed: the HTTP/2 client's future is twice the size of the HTTP/1.1 path's, and the
+        // service future is as large as its largest variant.
+        Either::Right(Either::Right(Box::pin(forward::h2(forward, conn, started))))
+    }
+}
+
+/// The answer to the client once the backend answered (or failed to).
+fn respond(
+    result: Result<(Response<Inner>, ActiveConnection), forward::Failure>,
+    forward: forward::Answering,
+    conn: &Arc<ConnInfo>,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let shared = &conn.shared;
+    let forward::Answering {
+        target,
+        access,
+        client_upgrade,
+    } = forward;
+    match result {
+        Ok((mut response, active)) => {
+            if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+                (client_upgrade, response.status())
+            {
+                let backend_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client_upgrade, backend_upgrade));
+                // The connection carries another protocol from now on: no more heads to wait for.
+                conn.clock.turn_off();
+            }
             let (mut parts, body) = response.into_parts();
             let access = access.map(|mut a| {
                 a.backend = Some(active.backend().addr());
@@ -147,8 +134,8 @@ pub(crate) async fn handle(
             let finish = Finish {
                 started,
                 status: parts.status.as_u16(),
-                metrics: metrics(),
-                bytes_out: shared.bytes_out.clone(),
+                metrics: MetricsRef::Route(target),
+                conn: Arc::clone(conn),
                 active: Some(active),
                 access,
             };
@@ -159,159 +146,118 @@ pub(crate) async fn handle(
         Err(failure) => {
             let (status, text) = failure.answer();
             tracing::debug!(listener = shared.name(), route = %target.name, error = %ErrorChain(&failure), "request failed");
-            local(status, text, started, metrics(), shared, access)
+            local(
+                status,
+                text,
+                started,
+                MetricsRef::Route(target),
+                conn,
+                access,
+            )
         }
     }
 }
 
-/// Why no backend answered. Connect failures are the backend's and safe to retry elsewhere;
-/// a failure after the request was sent is the backend's and is not retried.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error("no backend of the pool is available")]
-    NoBackend,
-    #[error("could not connect to the backend")]
-    Connect(#[source] hyper_util::client::legacy::Error),
-    #[error("the backend failed to answer")]
-    Backend(#[source] hyper_util::client::legacy::Error),
-    #[error("no response before the route's timeout")]
-    Timeout,
-    #[error("the request body grew past the route's max_body_bytes")]
-    BodyTooLarge,
-    #[error("cannot build the request for the backend")]
-    BadRequest(#[source] http::Error),
-}
-
-impl Failure {
-    fn answer(&self) -> (StatusCode, &'static str) {
-        match self {
-            Failure::NoBackend => (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
-            Failure::Connect(_) | Failure::Backend(_) => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
-            Failure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
-            Failure::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
-            Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request\n"),
-        }
-    }
-}
-
-/// Sends the request to a backend of the route's pool. An idempotent request without a body
-/// that could not connect is tried again on another backend, up to the route's retries.
-async fn forward(
-    req: Request<Incoming>,
-    conn: &ConnInfo,
-    config: &HttpListenerConfig,
-    target: &RouteTarget,
-    host: Option<&str>,
-    shared: &HttpListenerShared,
-    started: Instant,
-) -> Result<(Response<UpstreamBody>, ActiveConnection), Failure> {
-    let mut req = req;
-    let upgrade = is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    // Server-side extensions are for this hop only.
-    parts.extensions.clear();
-    headers::to_backend(
-        &mut parts.headers,
-        &Forwarding {
+/// Checks, routes and rewrites a request: a local answer, or a request ready for a backend.
+fn route(req: Request<Incoming>, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
+    let shared = &conn.shared;
+    let Some(config) = conn.source.http_listener(shared.name()) else {
+        return Routed::Answer(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener is shutting down\n",
+            started,
+            MetricsRef::Listener(Arc::clone(shared)),
+            conn,
+            None,
+        ));
+    };
+    let mut host_headers = req.headers().get_all(HOST).iter();
+    let host_header = host_headers.next();
+    let more_than_one_host = host_headers.next().is_some();
+    let host = request_host(&req, host_header);
+    let host_str = host.as_ref().and_then(|h| h.value.to_str().ok());
+    let has_host = host_header.is_some() || host.is_some();
+    let access = config.access_log.then(|| {
+        Box::new(AccessLine {
+            listener: shared.name_arc(),
+            route: shared.no_route_name(),
             client: conn.peer,
-            tls: conn.tls,
-            host,
-            forwarded: config.forwarded,
-            request_id: config.request_id.as_ref(),
-            upgrade,
-        },
-    );
-    if let Some(host) = &target.host_rewrite {
-        parts.headers.insert(HOST, host.clone());
-    }
-    parts.version = if target.upstream.settings().http2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
+            method: req.method().clone(),
+            host: host_str.unwrap_or_default().to_owned(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            backend: None,
+        })
+    });
+    let answer = |status, text, metrics, access| {
+        Routed::Answer(local(status, text, started, metrics, conn, access))
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
-    let retryable = is_idempotent(&parts.method) && body.is_end_stream() && !upgrade;
-    let mut body =
-        Some(RequestBody::new(body, target.max_body_bytes, shared.bytes_in.clone()).boxed());
-    let attempts = if retryable {
-        (1 + target.retries as usize).min(MAX_ATTEMPTS)
-    } else {
-        1
+    if more_than_one_host {
+        // RFC 9112 §3.2: more than one Host is a bad request (and a smuggling attempt).
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "more than one Host header\n",
+            MetricsRef::Listener(Arc::clone(shared)),
+            access,
+        );
+    }
+    if req.headers().len() > config.max_headers {
+        // hyper enforces the count on HTTP/1.1 only; this holds for HTTP/2 too.
+        return answer(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many headers\n",
+            MetricsRef::Listener(Arc::clone(shared)),
+            access,
+        );
+    }
+    if config.redirect_https {
+        return Routed::Answer(redirect(&req, host_str, started, conn, access));
+    }
+
+    let matched = config
+        .routes
+        .lookup(
+            host_str.unwrap_or(""),
+            req.uri().path(),
+            req.method(),
+            req.headers(),
+        )
+        .and_then(|m| config.targets.get(*m.target))
+        .map(Arc::clone);
+    let Some(target) = matched else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "no route for this host and path\n",
+            MetricsRef::Listener(Arc::clone(shared)),
+            access,
+        );
     };
-    let deadline = started + target.timeout;
-    let pool = &target.pool;
-    let key = hash::hash_ip(conn.peer.ip());
-    // Backends already tried for this request (no allocation: attempts are bounded).
-    let mut tried = [usize::MAX; MAX_ATTEMPTS];
-    let mut last = Failure::NoBackend;
-    let mut parts = Some(parts);
-    for attempt in 0..attempts {
-        let Some(index) = pool.pick(key, &tried[..attempt]) else {
-            break;
-        };
-        tried[attempt] = index;
-        let backend = pool.backend(index);
-        let active = backend.track();
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(target.authority(index));
-        uri.path_and_query = Some(path_and_query.clone());
-        let uri = Uri::from_parts(uri).map_err(|e| Failure::BadRequest(e.into()))?;
-        // The head is copied only when another attempt may follow.
-        let head = if attempt + 1 < attempts {
-            parts.clone()
-        } else {
-            parts.take()
-        };
-        let Some(head) = head else { break };
-        let mut request = Request::from_parts(head, ());
-        *request.uri_mut() = uri;
-        let request_body = body
-            .take()
-            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
-        let request = request.map(|()| request_body);
-        let sent = tokio::time::timeout_at(deadline, target.upstream.client.request(request)).await;
-        match sent {
-            Ok(Ok(mut response)) => {
-                pool.report_connect_success(index, None);
-                if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
-                    (client_upgrade, response.status())
-                {
-                    let backend_upgrade = hyper::upgrade::on(&mut response);
-                    tokio::spawn(tunnel(client_upgrade, backend_upgrade));
-                }
-                let response = response.map(|b| b.map_err(Into::into).boxed());
-                return Ok((response, active));
-            }
-            Ok(Err(err)) if err.is_connect() => {
-                pool.report_connect_failure(index);
-                tracing::debug!(backend = %backend.addr(), error = ?err, "connect to backend failed");
-                last = Failure::Connect(err);
-            }
-            Ok(Err(err)) if caused_by::<BodyTooLarge>(&err) => return Err(Failure::BodyTooLarge),
-            Ok(Err(err)) => return Err(Failure::Backend(err)),
-            Err(_) => return Err(Failure::Timeout),
+    let access = access.map(|mut a| {
+        a.route = Arc::clone(&target.name);
+        a
+    });
+
+    if let (Some(limit), Some(length)) = (target.max_body_bytes, content_length(&req)) {
+        if length > limit {
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n",
+                MetricsRef::Route(target),
+                access,
+            );
         }
     }
-    Err(last)
-}
 
-/// Whether `E` is somewhere in `err`'s source chain.
-fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    let hosts = Hosts {
+        routed: host,
+        has_host_header: has_host,
+    };
+    Routed::Forward(forward::prepare(
+        req, conn, &config, target, access, hosts, started,
+    ))
 }
 
 /// Copies bytes both ways between an upgraded client connection and the backend's.
@@ -360,27 +306,36 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
 }
 
 /// The host a request is for: the URI's authority (HTTP/2, absolute-form) or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+fn request_host<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Option<RequestHost> {
+    if let Some(authority) = req.uri().authority() {
+        let value = HeaderValue::from_str(authority.as_str()).ok()?;
+        return Some(RequestHost {
+            value,
+            from_target: true,
+        });
+    }
+    let value = host_header?;
+    value.to_str().ok()?;
+    Some(RequestHost {
+        value: value.clone(),
+        from_target: false,
+    })
 }
 
 fn redirect(
     req: &Request<Incoming>,
     host: Option<&str>,
     started: Instant,
-    shared: &Arc<HttpListenerShared>,
-    access: Option<AccessLine>,
+    conn: &Arc<ConnInfo>,
+    access: Option<Box<AccessLine>>,
 ) -> Response<ResponseBody> {
     let Some(host) = host else {
         return local(
             StatusCode::BAD_REQUEST,
             "a Host header is required\n",
             started,
-            MetricsRef::Listener(Arc::clone(shared)),
-            shared,
+            MetricsRef::Listener(Arc::clone(&conn.shared)),
+            conn,
             access,
         );
     };
@@ -390,8 +345,8 @@ fn redirect(
         StatusCode::PERMANENT_REDIRECT,
         "redirecting to https\n",
         started,
-        MetricsRef::Listener(Arc::clone(shared)),
-        shared,
+        MetricsRef::Listener(Arc::clone(&conn.shared)),
+        conn,
         access,
     );
     if let Ok(location) = HeaderValue::try_from(format!("https://{host}{path}")) {
@@ -416,14 +371,14 @@ fn local(
     text: &'static str,
     started: Instant,
     metrics: MetricsRef,
-    shared: &HttpListenerShared,
-    access: Option<AccessLine>,
+    conn: &Arc<ConnInfo>,
+    access: Option<Box<AccessLine>>,
 ) -> Response<ResponseBody> {
     let finish = Finish {
         started,
         status: status.as_u16(),
         metrics,
-        bytes_out: shared.bytes_out.clone(),
+        conn: Arc::clone(conn),
         active: None,
         access,
     };

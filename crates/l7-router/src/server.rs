@@ -1,13 +1,14 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
 //! hyper serving HTTP/1.1 and HTTP/2 on the same port -> one proxied request per stream.
 
-use std::convert::Infallible;
+mod head_deadline;
+
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -16,8 +17,11 @@ use hyper_util::server::conn::auto;
 use metrics::{Counter, Gauge};
 use net_core::lifecycle::{Acceptor, CancellationToken, ConnectionLimit, TaskTracker};
 use net_core::metric_names;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+
+pub(crate) use head_deadline::HeadClock;
+use head_deadline::HeadDeadline;
 
 use crate::metrics::RouteMetrics;
 use crate::proxy::{self, ConnInfo};
@@ -150,24 +154,22 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(ConnInfo { peer, tls });
-    let service_shared = Arc::clone(shared);
-    let service = service_fn(move |req| {
-        let (info, shared, source) = (
-            Arc::clone(&info),
-            Arc::clone(&service_shared),
-            Arc::clone(&source),
-        );
-        async move { Ok::<_, Infallible>(proxy::handle(req, &info, &shared, &*source).await) }
-    });
+    let info = Arc::new(ConnInfo::new(peer, tls, Arc::clone(shared), source));
+    let io = HeadDeadline::new(io, Arc::clone(&info), config.header_timeout);
+    let service = service_fn(move |req| proxy::handle(req, Arc::clone(&info)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No hyper header timer (and no timer, so none by default either): `HeadDeadline` keeps
+    // `header_timeout` with one timer per connection instead of one per request.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
-        .max_headers(config.max_headers)
         .keep_alive(true);
+    // hyper parses into a fixed array of its default size unless told a count, and then fills
+    // a vector of that count for every request head: only set a count that differs.
+    if config.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -175,103 +177,160 @@ async fn serve_http<I>(
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(H2_PING_EVERY))
         .keep_alive_timeout(H2_PING_TIMEOUT);
-    let io = FirstByteDeadline::new(io, config.header_timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = until_stopped(conn, &stop, |conn| conn.graceful_shutdown()).await;
     if let Err(err) = result {
         tracing::debug!(listener = %shared.name, %peer, error = %err, "client connection ended with an error");
     }
 }
 
-/// Fails the first read of a client connection that sends nothing within `timeout`. hyper's
-/// own header timer starts with the first bytes of a request, and telling HTTP/1 from HTTP/2
-/// waits for those bytes without one, so without this a silent connection would hold its
-/// `max_connections` slot forever.
-struct FirstByteDeadline<I> {
-    io: I,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+/// Drives `conn` to its end, calling `shut_down` on it once `stop` fires (then driving it on).
+///
+/// The connection's task is woken for every read and write, and polling a cancellation future
+/// takes two locks: it is polled only when it is what woke the task (its waker is
+/// [`StopWake`]), which a select would not know.
+async fn until_stopped<C: Future>(
+    mut conn: Pin<&mut C>,
+    stop: &CancellationToken,
+    shut_down: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let wake = Arc::new(StopWake {
+        woken: AtomicBool::new(true),
+        task: Mutex::new(None),
+    });
+    let stop_waker = Waker::from(Arc::clone(&wake));
+    let stopping = stop.cancelled();
+    tokio::pin!(stopping);
+    let mut shut_down = Some(shut_down);
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(output) = conn.as_mut().poll(cx) {
+                return Poll::Ready(output);
+            }
+            if shut_down.is_none() || !wake.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            wake.set_task(cx.waker());
+            let mut stop_cx = Context::from_waker(&stop_waker);
+            if stopping.as_mut().poll(&mut stop_cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some(shut_down) = shut_down.take() {
+                shut_down(conn.as_mut());
+            }
+        }
+    })
+    .await
 }
 
-impl<I> FirstByteDeadline<I> {
-    fn new(io: I, timeout: Duration) -> Self {
-        Self {
-            io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+/// The waker the stop signal wakes: notes that it fired, then wakes the connection's task.
+struct StopWake {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl StopWake {
+    fn set_task(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            *task = Some(waker.clone());
         }
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within header_timeout",
-                    )));
-                }
-                Poll::Pending
-            }
+impl Wake for StopWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
         }
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
+/// The header count hyper's HTTP/1 parser allows when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
 const MIN_HTTP1_BUFFER: usize = 8192;
 /// HTTP/2 keep-alive pings find dead client connections.
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that ends only after its shutdown was asked for; the test wakes its task
+    /// through `waker` as reads and writes wake a real one.
+    struct FakeConnection {
+        shut_down: bool,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+        waker: Arc<Mutex<Option<Waker>>>,
+    }
+
+    impl Future for FakeConnection {
+        type Output = &'static str;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.shut_down {
+                return Poll::Ready("shut down");
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_shut_down_once_stop_fires_and_driven_to_its_end() {
+        let stop = CancellationToken::new();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let task = tokio::spawn({
+            let (stop, polls, waker) = (stop.clone(), Arc::clone(&polls), Arc::clone(&waker));
+            async move {
+                let mut shut_downs = 0;
+                let conn = FakeConnection {
+                    shut_down: false,
+                    polls,
+                    waker,
+                };
+                tokio::pin!(conn);
+                let output = until_stopped(conn, &stop, |mut c| {
+                    shut_downs += 1;
+                    c.shut_down = true;
+                })
+                .await;
+                (output, shut_downs)
+            }
+        });
+        // Wake-ups that are not the stop signal leave the connection running.
+        for woken in 1..=3 {
+            while polls.load(Ordering::SeqCst) < woken {
+                tokio::task::yield_now().await;
+            }
+            waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        }
+        while polls.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished());
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(ended.expect("stop ends it").unwrap(), ("shut down", 1));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_by_itself_is_not_shut_down() {
+        let stop = CancellationToken::new();
+        let conn = std::future::ready("done");
+        tokio::pin!(conn);
+        let output = until_stopped(conn, &stop, |_| panic!("no shutdown without stop")).await;
+        assert_eq!(output, "done");
+    }
+}
