@@ -242,6 +242,8 @@ pub struct ListenerConfig {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// tcp listeners: move bytes with splice(2) (see `validate::DEFAULT_SPLICE`).
+    pub splice: bool,
     /// http and https listeners only.
     pub http: Option<HttpListenerSpec>,
 }
