@@ -158,6 +158,7 @@ async fn l4_portico(backend: SocketAddr, stop: &CancellationToken) -> SocketAddr
         accept_proxy_protocol: false,
         connect_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(3600),
+        splice: false,
     };
     let (listener, addr) = bind().await;
     tokio::spawn(l4_forwarder::serve(

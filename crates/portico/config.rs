@@ -246,6 +246,8 @@ pub struct ListenerConfig {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// tcp listeners: move bytes with splice(2) (see `validate::DEFAULT_SPLICE`).
+    pub splice: bool,
     /// http and https listeners only. Shared, not copied, between the file config and the
     /// effective one (the admin API's changes never touch it): it holds every route.
     pub http: Option<std::sync::Arc<HttpListenerSpec>>,

@@ -9,6 +9,7 @@ mod check;
 mod ctl;
 mod health;
 mod l4;
+mod l4_splice;
 mod l7;
 mod lifecycle;
 mod proxy_protocol;

@@ -12,7 +12,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::copy::{self, CopyError};
+use crate::copy::{self, CopyError, CopyOptions};
 use crate::listener::ListenerShared;
 use crate::{ConnError, MAX_CONNECT_ATTEMPTS, PROXY_HEADER_TIMEOUT, TcpListenerConfig};
 
@@ -86,10 +86,14 @@ async fn forward(
             })?;
     }
 
-    let copied = copy::copy_with_idle_timeout(
-        &client,
-        &upstream,
-        config.idle_timeout,
+    let options = CopyOptions {
+        idle_timeout: config.idle_timeout,
+        splice: config.splice,
+    };
+    let copied = copy::copy_both_ways(
+        &mut client,
+        &mut upstream,
+        options,
         &shared.metrics.bytes_in,
         &shared.metrics.bytes_out,
     )

@@ -1,139 +1,112 @@
 //! Copy both ways with an idle timeout, counting bytes live into pre-registered counters.
 //!
-//! Buffers are taken only while there are bytes to move: each direction waits for its source
-//! to become readable holding no buffer, takes a 64 KiB buffer from a per-thread pool, reads
-//! and writes one chunk, and gives the buffer back. An idle connection therefore costs its two
-//! sockets and a small task, not 128 KiB of buffers (HAProxy's buffer pools work the same way).
+//! One future drives both directions of a connection, each a small state machine ([`Half`]):
+//! wait until the source is readable holding nothing, take a 64 KiB buffer (or, with
+//! `splice`, a pipe) from a per-thread pool, move one chunk, give it back once the chunk is
+//! written. An idle connection therefore costs its two sockets and a small task, not 128 KiB of
+//! buffers (HAProxy's buffer pools work the same way).
+//!
+//! Per chunk this makes the fewest syscalls a readiness-based proxy can: one read and one
+//! write. A read that returns less than the buffer proves the socket drained (epoll is
+//! edge-triggered), so the direction goes back to waiting without a read that would only get
+//! EAGAIN; the idle timer is one timer entry per connection, re-armed only when it fires.
 
-use std::cell::RefCell;
+mod buffers;
+#[cfg(target_os = "linux")]
+mod pipes;
+#[cfg(test)]
+mod tests;
+
+use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use metrics::Counter;
 use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Buffer per chunk: 64 KiB copies about 3x faster than tokio's 8 KiB default on loopback
-/// (DEPENDENCIES.md §3).
-pub const COPY_BUF: usize = 64 * 1024;
-/// Free buffers kept per worker thread for the next chunk (8 x 64 KiB = 512 KiB at most).
-const POOLED_BUFFERS_PER_THREAD: usize = 8;
+use buffers::PooledBuf;
 
-thread_local! {
-    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-}
+/// A direction with `splice` on moves a chunk through a pipe only once it carries bulk: a
+/// pipe round trip costs three syscalls (into the pipe, out of it, and the attempt that finds
+/// the socket empty: a short splice does not prove the socket drained, as a short read does)
+/// where a buffered chunk costs two, and what it saves, two copies through user space, is
+/// worth it only for large chunks. A chunk this large switches the direction to splice...
+const SPLICE_MIN_CHUNK: usize = 16 * 1024;
+/// ... and this many smaller chunks in a row switch it back to the buffer copy.
+const SMALL_CHUNKS_TO_STOP_SPLICING: u8 = 4;
 
-/// A copy buffer from this thread's pool, returned to the pool of the thread that drops it.
-struct PooledBuf(Option<Box<[u8]>>);
-
-impl PooledBuf {
-    fn take() -> Self {
-        let buf = POOL
-            .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| vec![0u8; COPY_BUF].into_boxed_slice());
-        Self(Some(buf))
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        self.0.as_deref_mut().unwrap_or_default()
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        if let Some(buf) = self.0.take() {
-            POOL.with(|p| {
-                let mut pool = p.borrow_mut();
-                if pool.len() < POOLED_BUFFERS_PER_THREAD {
-                    pool.push(buf);
-                }
-            });
-        }
-    }
+/// How a connection's bytes are moved.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// Close the connection when no byte moved either way for this long.
+    pub idle_timeout: Duration,
+    /// Move bulk with splice(2) through a pooled pipe instead of a user-space buffer (Linux;
+    /// elsewhere, or when no pipe can be had, the buffer copy is used). Small chunks are
+    /// copied either way (see `SPLICE_MIN_CHUNK`).
+    pub splice: bool,
 }
 
 /// Copies client <-> backend until both directions are closed, forwarding half-closes, or until
-/// neither side has sent a byte for `idle`. Returns the bytes copied (client->backend,
-/// backend->client) or why it stopped early.
-pub async fn copy_with_idle_timeout(
-    client: &TcpStream,
-    backend: &TcpStream,
-    idle: Duration,
+/// neither side has sent a byte for `options.idle_timeout`. Returns the bytes copied
+/// (client->backend, backend->client) or why it stopped early.
+pub async fn copy_both_ways(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    options: CopyOptions,
     bytes_in: &Counter,
     bytes_out: &Counter,
 ) -> Result<(u64, u64), CopyError> {
-    // Milliseconds since `start` of the last chunk in either direction (tokio's clock, so tests
-    // can pause time).
-    let start = Instant::now();
-    let last_activity = AtomicU64::new(0);
-    let both = async {
-        tokio::try_join!(
-            pump(client, backend, bytes_in, start, &last_activity),
-            pump(backend, client, bytes_out, start, &last_activity),
-        )
+    // The clock is tokio's, so tests can pause time.
+    let mut activity = Activity {
+        start: Instant::now(),
+        last_ms: 0,
     };
-    tokio::pin!(both);
-    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-    let mut wait = idle;
-    loop {
-        tokio::select! {
-            done = &mut both => return done.map_err(CopyError::Io),
-            () = tokio::time::sleep(wait) => {
-                let quiet = millis_since(start).saturating_sub(last_activity.load(Ordering::Relaxed));
-                if quiet >= idle_ms {
-                    return Err(CopyError::Idle);
-                }
-                wait = Duration::from_millis(idle_ms - quiet);
+    let idle_ms = u64::try_from(options.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut up = Half::new(options.splice, bytes_in);
+    let mut down = Half::new(options.splice, bytes_out);
+    let idle = tokio::time::sleep(options.idle_timeout);
+    tokio::pin!(idle);
+    let mut timer_polled = false;
+    poll_fn(|cx| {
+        let moved_before = up.delivered.total + down.delivered.total;
+        if !up.done {
+            if let Poll::Ready(Err(err)) = up.poll(cx, client, backend, &mut activity) {
+                return Poll::Ready(Err(CopyError::Io(err)));
             }
         }
-    }
-}
-
-/// One direction: chunks from `src` to `dst` until `src` ends, then the write half of `dst`
-/// is shut down (the half-close travels on) and the other direction goes on alone.
-async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    counter: &Counter,
-    start: Instant,
-    last_activity: &AtomicU64,
-) -> io::Result<u64> {
-    let mut total = 0u64;
-    loop {
-        src.readable().await?;
-        let mut buf = PooledBuf::take();
-        let n = match src.try_read(buf.bytes()) {
-            Ok(0) => {
-                drop(buf);
-                // The peer may already be gone; its own direction reports that.
-                let _ = SockRef::from(dst).shutdown(Shutdown::Write);
-                return Ok(total);
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        let mut written = 0;
-        while written < n {
-            dst.writable().await?;
-            match dst.try_write(&buf.bytes()[written..n]) {
-                Ok(m) => written += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+        if !down.done {
+            if let Poll::Ready(Err(err)) = down.poll(cx, backend, client, &mut activity) {
+                return Poll::Ready(Err(CopyError::Io(err)));
             }
         }
-        drop(buf);
-        counter.increment(n as u64);
-        last_activity.store(millis_since(start), Ordering::Relaxed);
-        total += n as u64;
-    }
-}
-
-fn millis_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        if up.done && down.done {
+            return Poll::Ready(Ok((up.delivered.total, down.delivered.total)));
+        }
+        // The timer fires at most once per `idle_timeout`; when bytes moved in between, it is
+        // re-armed for the rest of the period since the last chunk. Once polled, it keeps this
+        // task's waker: a wake-up that moved bytes need not poll it again unless it fired.
+        let moved = up.delivered.total + down.delivered.total != moved_before;
+        if timer_polled && moved && !idle.is_elapsed() {
+            return Poll::Pending;
+        }
+        timer_polled = true;
+        while idle.as_mut().poll(cx).is_ready() {
+            let quiet = activity.millis_now().saturating_sub(activity.last_ms);
+            if quiet >= idle_ms {
+                return Poll::Ready(Err(CopyError::Idle));
+            }
+            let rest = Duration::from_millis(idle_ms - quiet);
+            idle.as_mut().reset(Instant::now() + rest);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 #[derive(Debug)]
@@ -142,92 +115,178 @@ pub enum CopyError {
     Idle,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+/// When the last chunk moved, in milliseconds since the copy started.
+struct Activity {
+    start: Instant,
+    last_ms: u64,
+}
 
-    /// A connected pair of loopback sockets.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
+impl Activity {
+    fn millis_now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    #[tokio::test]
-    async fn copies_both_ways_and_forwards_half_close() {
-        let (mut client_side, client) = pair().await;
-        let (backend, mut backend_side) = pair().await;
-        let copier = tokio::spawn(async move {
-            let (bin, bout) = (Counter::noop(), Counter::noop());
-            copy_with_idle_timeout(&client, &backend, Duration::from_secs(60), &bin, &bout)
-                .await
-                .map_err(|_| ())
-        });
-        client_side.write_all(b"ping").await.unwrap();
-        client_side.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        backend_side.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"ping");
-        backend_side.write_all(b"pong").await.unwrap();
-        backend_side.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client_side.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"pong");
-        assert_eq!(copier.await.unwrap(), Ok((4, 4)));
+    fn touch(&mut self) {
+        self.last_ms = self.millis_now();
     }
+}
 
-    #[tokio::test]
-    async fn a_large_transfer_arrives_intact_with_a_slow_reader() {
-        let (mut client_side, client) = pair().await;
-        let (backend, mut backend_side) = pair().await;
-        let copier = tokio::spawn(async move {
-            let (bin, bout) = (Counter::noop(), Counter::noop());
-            copy_with_idle_timeout(&client, &backend, Duration::from_secs(60), &bin, &bout)
-                .await
-                .map_err(|_| ())
-        });
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            client_side.write_all(&sent).await.unwrap();
-            client_side.shutdown().await.unwrap();
-            client_side
-        });
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 1000];
-        loop {
-            // A reader slower than the writer: backpressure holds the copy's buffer.
-            let n = backend_side.read(&mut chunk).await.unwrap();
-            if n == 0 {
-                break;
+/// One direction: chunks from `src` to `dst` until `src` ends, then the write half of `dst` is
+/// shut down (the half-close travels on) and the other direction goes on alone.
+struct Half<'c> {
+    /// The chunk read and not yet written, if any.
+    in_flight: InFlight,
+    /// Some when splice is on: whether the traffic is bulk right now.
+    bulk: Option<Bulk>,
+    delivered: Delivered<'c>,
+    done: bool,
+}
+
+/// Whether a direction carries bulk, from the size of its last chunks.
+#[derive(Debug, Default)]
+struct Bulk {
+    splicing: bool,
+    small_in_a_row: u8,
+}
+
+impl Bulk {
+    fn record(&mut self, chunk: usize) {
+        if chunk >= SPLICE_MIN_CHUNK {
+            self.splicing = true;
+            self.small_in_a_row = 0;
+        } else if self.splicing {
+            self.small_in_a_row += 1;
+            if self.small_in_a_row >= SMALL_CHUNKS_TO_STOP_SPLICING {
+                *self = Bulk::default();
             }
-            got.extend_from_slice(&chunk[..n]);
         }
-        assert!(got == data, "the transfer was altered");
-        backend_side.shutdown().await.unwrap();
-        drop(writer.await.unwrap());
-        assert_eq!(copier.await.unwrap(), Ok((3_000_000, 0)));
+    }
+}
+
+/// Bytes written to the destination so far, also counted live into the listener's counter.
+struct Delivered<'c> {
+    counter: &'c Counter,
+    total: u64,
+}
+
+impl Delivered<'_> {
+    fn add(&mut self, n: usize, activity: &mut Activity) {
+        self.counter.increment(n as u64);
+        self.total += n as u64;
+        activity.touch();
+    }
+}
+
+enum InFlight {
+    Nothing,
+    Buffer {
+        buf: PooledBuf,
+        written: usize,
+        len: usize,
+    },
+    #[cfg(target_os = "linux")]
+    Pipe(pipes::PipeChunk),
+}
+
+impl<'c> Half<'c> {
+    fn new(splice: bool, counter: &'c Counter) -> Self {
+        Self {
+            in_flight: InFlight::Nothing,
+            bulk: (splice && cfg!(target_os = "linux")).then(Bulk::default),
+            delivered: Delivered { counter, total: 0 },
+            done: false,
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_connection_times_out() {
-        let (_client_side, client) = pair().await;
-        let (backend, _backend_side) = pair().await;
-        let (bin, bout) = (Counter::noop(), Counter::noop());
-        let r =
-            copy_with_idle_timeout(&client, &backend, Duration::from_secs(10), &bin, &bout).await;
-        assert!(matches!(r, Err(CopyError::Idle)));
+    /// Moves chunks until `src` has nothing more for now (Pending) or has ended (Ready(Ok)).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+        activity: &mut Activity,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.in_flight {
+                InFlight::Buffer { buf, written, len } => {
+                    while *written < *len {
+                        let chunk = &buf.bytes()[*written..*len];
+                        // A partial write clears the write readiness (the send buffer is full).
+                        let n = ready!(Pin::new(&mut *dst).poll_write(cx, chunk))?;
+                        if n == 0 {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        *written += n;
+                        self.delivered.add(n, activity);
+                    }
+                    self.in_flight = InFlight::Nothing;
+                }
+                #[cfg(target_os = "linux")]
+                InFlight::Pipe(pipe) => {
+                    while pipe.len() > 0 {
+                        ready!(dst.poll_write_ready(cx))?;
+                        match dst.try_io(Interest::WRITABLE, || pipe.drain_to(&*dst)) {
+                            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                            Ok(n) => self.delivered.add(n, activity),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    self.in_flight = InFlight::Nothing;
+                }
+                InFlight::Nothing => {
+                    // Nothing is held while waiting for the next chunk.
+                    ready!(src.poll_read_ready(cx))?;
+                    let n = match self.read_chunk(cx, src) {
+                        // The readiness was stale and is now cleared: wait again.
+                        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        read => ready!(read)?,
+                    };
+                    if n == 0 {
+                        // The peer may already be gone; its own direction reports that.
+                        let _ = SockRef::from(&*dst).shutdown(Shutdown::Write);
+                        self.done = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    if let Some(bulk) = &mut self.bulk {
+                        bulk.record(n);
+                    }
+                }
+            }
+        }
     }
 
-    #[test]
-    fn buffers_return_to_a_bounded_pool() {
-        let taken: Vec<PooledBuf> = (0..20).map(|_| PooledBuf::take()).collect();
-        drop(taken);
-        assert_eq!(POOL.with(|p| p.borrow().len()), POOLED_BUFFERS_PER_THREAD);
-        let mut b = PooledBuf::take();
-        assert_eq!(b.bytes().len(), COPY_BUF);
+    /// Reads one chunk from a readable `src` into a pooled pipe or buffer, left in
+    /// `self.in_flight`. Ok(0) is end of stream; WouldBlock means the readiness was stale (and
+    /// is now cleared).
+    fn read_chunk(&mut self, cx: &mut Context<'_>, src: &mut TcpStream) -> Poll<io::Result<usize>> {
+        #[cfg(target_os = "linux")]
+        if self.bulk.as_ref().is_some_and(|b| b.splicing) {
+            if let Some(mut pipe) = pipes::PipeChunk::take() {
+                // On WouldBlock, try_io clears the readiness and the empty pipe goes back to the
+                // pool. (A short splice proves nothing: the pipe may have run out of page slots.)
+                let n = src.try_io(Interest::READABLE, || pipe.fill_from(&*src));
+                if matches!(n, Ok(n) if n > 0) {
+                    self.in_flight = InFlight::Pipe(pipe);
+                }
+                return Poll::Ready(n);
+            }
+            // No pipe to be had: this chunk is copied.
+        }
+        let mut buf = PooledBuf::take();
+        let mut read = ReadBuf::new(buf.bytes());
+        // A read shorter than the buffer proves the socket drained (epoll is edge-triggered):
+        // tokio's poll_read then clears the readiness as EAGAIN would, so the next wait costs no
+        // syscall that could only return EAGAIN (`try_read` would not).
+        ready!(Pin::new(&mut *src).poll_read(cx, &mut read))?;
+        let len = read.filled().len();
+        if len > 0 {
+            self.in_flight = InFlight::Buffer {
+                buf,
+                written: 0,
+                len,
+            };
+        }
+        Poll::Ready(Ok(len))
     }
 }

@@ -38,6 +38,9 @@ pub struct TcpListenerConfig {
     pub connect_timeout: Duration,
     /// A connection with no byte in either direction for this long is closed.
     pub idle_timeout: Duration,
+    /// Move bytes with splice(2) through pooled pipes instead of user-space buffers (Linux;
+    /// elsewhere, or when pipes run out, the buffer copy is used).
+    pub splice: bool,
 }
 
 /// Where a listener finds its current settings: the daemon implements it over its snapshot.

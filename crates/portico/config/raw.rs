@@ -131,6 +131,7 @@ pub struct RawListener {
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<i64>,
+    pub splice: Option<bool>,
     // http and https listeners.
     pub routes: Option<Vec<RawRoute>>,
     pub certificates: Option<Vec<RawCertificate>>,

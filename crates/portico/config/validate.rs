@@ -22,6 +22,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// tcp listeners' `splice`. See config/portico.toml for the measurements behind it.
+pub const DEFAULT_SPLICE: bool = false;
 pub const MAX_MAX_CONNECTIONS: i64 = 10_000_000;
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -289,6 +291,7 @@ fn validate_listener(
             e,
         );
         not_for(raw.idle_timeout.is_some(), "idle_timeout", e);
+        not_for(raw.splice.is_some(), "splice", e);
     } else {
         for (present, field) in [
             (routes.is_some(), "routes"),
@@ -375,6 +378,7 @@ fn validate_listener(
         connect_timeout: connect_timeout?,
         idle_timeout: idle_timeout?,
         max_connections: max_connections?,
+        splice: !is_http && raw.splice.unwrap_or(DEFAULT_SPLICE),
         http: http?,
     })
 }

@@ -236,6 +236,7 @@ impl BackendRegistry {
                     accept_proxy_protocol: l.accept_proxy_protocol,
                     connect_timeout: l.connect_timeout,
                     idle_timeout: l.idle_timeout,
+                    splice: l.splice,
                 };
                 (name.clone(), Arc::new(settings))
             })

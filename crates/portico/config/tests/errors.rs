@@ -441,6 +441,15 @@ routes = []
 max_headers = 100
 # -> listeners.db.routes: not a key of a "tcp" listener
 # -> listeners.db.max_headers: not a key of a "tcp" listener
+=== splice on an http listener (it is a tcp listener's key)
+[pools.web]
+servers = ["10.1.0.5:80"]
+[listeners.web]
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "web"
+splice = true
+# -> listeners.web.splice: not a key of a "http" listener
 "##,
     );
 }

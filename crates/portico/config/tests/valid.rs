@@ -53,6 +53,7 @@ accept_proxy_protocol = true
 connect_timeout = "250ms"
 idle_timeout = "1h30m"
 max_connections = 500
+splice = true
 
 [listeners.web]
 bind = "[::]:8080"
@@ -146,6 +147,7 @@ fn full_config_becomes_the_typed_model() {
         connect_timeout: Duration::from_millis(250),
         idle_timeout: Duration::from_secs(5400),
         max_connections: 500,
+        splice: true,
         http: None,
     };
     assert_eq!(c.listeners["postgres"], postgres);
@@ -157,6 +159,7 @@ fn full_config_becomes_the_typed_model() {
         connect_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(3600),
         max_connections: 10_000,
+        splice: validate::DEFAULT_SPLICE,
         ..postgres
     };
     assert_eq!(c.listeners["web"], web);
@@ -216,6 +219,7 @@ pool = "db"
         connect_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(3600),
         max_connections: 10_000,
+        splice: validate::DEFAULT_SPLICE,
         http: None,
     };
     assert_eq!(c.listeners["db"], listener);
