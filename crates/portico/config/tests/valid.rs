@@ -53,7 +53,7 @@ accept_proxy_protocol = true
 connect_timeout = "250ms"
 idle_timeout = "1h30m"
 max_connections = 500
-splice = true
+splice = false
 
 [listeners.web]
 bind = "[::]:8080"
@@ -147,7 +147,7 @@ fn full_config_becomes_the_typed_model() {
         connect_timeout: Duration::from_millis(250),
         idle_timeout: Duration::from_secs(5400),
         max_connections: 500,
-        splice: true,
+        splice: false,
         http: None,
     };
     assert_eq!(c.listeners["postgres"], postgres);
