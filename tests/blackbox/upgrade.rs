@@ -242,16 +242,39 @@ fn two_upgrades_in_a_row_under_load_refuse_nothing_and_fail_nothing() {
     drop(third);
 }
 
+/// One TCP backend, one HTTP backend and an upgrade socket in a temporary directory.
+struct OneBackend {
+    dir: tempfile::TempDir,
+    tcp: TestBackend,
+    web: HttpBackend,
+}
+
+impl OneBackend {
+    fn start() -> OneBackend {
+        OneBackend {
+            dir: tempfile::tempdir().unwrap(),
+            tcp: TestBackend::start("b1", Behavior::GreetEcho),
+            web: HttpBackend::start("web"),
+        }
+    }
+
+    fn config(&self, extra: &str) -> String {
+        config(
+            &self.dir.path().join("upgrade.sock"),
+            &[&self.tcp],
+            &self.web,
+            extra,
+        )
+    }
+}
+
 #[test]
 fn a_broken_config_aborts_the_upgrade_and_the_old_process_keeps_serving() {
-    let sock_dir = tempfile::tempdir().unwrap();
-    let sock = sock_dir.path().join("upgrade.sock");
-    let b = TestBackend::start("b1", Behavior::GreetEcho);
-    let web = HttpBackend::start("web");
-    let good = config(&sock, &[&b], &web, "");
-    let mut old = Portico::start(&good);
+    let one = OneBackend::start();
+    let mut old = Portico::start(&one.config(""));
     let tcp = old.addr("tcp");
 
+    let good = one.config("");
     old.write_config(&good.replace("pool = \"tcp\"", "pool = \"nope\""));
     let path = old.config_path();
     let (code, _, stderr) = run_cli(&["run", "--config", path.to_str().unwrap(), "--upgrade"]);
@@ -269,12 +292,8 @@ fn a_broken_config_aborts_the_upgrade_and_the_old_process_keeps_serving() {
 
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
-    let sock_dir = tempfile::tempdir().unwrap();
-    let sock = sock_dir.path().join("upgrade.sock");
-    let b = TestBackend::start("b1", Behavior::GreetEcho);
-    let web = HttpBackend::start("web");
-    let good = config(&sock, &[&b], &web, "");
-    let mut old = Portico::start(&good);
+    let one = OneBackend::start();
+    let mut old = Portico::start(&one.config(""));
     let tcp = old.addr("tcp");
 
     // The new config adds a listener on an address that is taken: the new process gets the
@@ -284,7 +303,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         "[listeners.extra]\nbind = \"{}\"\npool = \"tcp\"\n",
         taken.local_addr().unwrap()
     );
-    old.write_config(&config(&sock, &[&b], &web, &extra));
+    old.write_config(&one.config(&extra));
     let mark = old.log_mark();
     let err = old.try_upgrade().err().expect("the upgrade must fail");
     assert!(err.contains("cannot bind"), "{err}");
