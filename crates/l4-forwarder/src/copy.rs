@@ -40,6 +40,9 @@ use buffers::PooledBuf;
 const SPLICE_MIN_CHUNK: usize = 16 * 1024;
 /// ... and this many smaller chunks in a row switch it back to the buffer copy.
 const SMALL_CHUNKS_TO_STOP_SPLICING: u8 = 4;
+/// The idle timer is armed at most this far ahead (then re-armed), so that no idle_timeout,
+/// however long, overflows the clock.
+const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How a connection's bytes are moved.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +104,7 @@ pub async fn copy_both_ways(
             if quiet >= idle_ms {
                 return Poll::Ready(Err(CopyError::Idle));
             }
-            let rest = Duration::from_millis(idle_ms - quiet);
+            let rest = Duration::from_millis(idle_ms - quiet).min(LONGEST_TIMER);
             idle.as_mut().reset(Instant::now() + rest);
         }
         Poll::Pending
