@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Builds the Portico .deb from a checkout: target/debian/portico_<version>-1_<arch>.deb
+# Builds the Portico .deb from a checkout: target/debian/portico_<version>-1_<arch>.deb (its
+# path is the last line on stdout)
 #
 #   packaging/build-deb.sh            # needs a Rust toolchain (1.85+), dpkg-deb; installs cargo-deb if missing
+#   DEB_PROFILE=dev DEB_BIN=path packaging/build-deb.sh --fast
+#                                     # package an already built binary (the tests do this)
 #
 # Steps: the `dist` profile (thin LTO; a few minutes on 2 cores), then the man pages and shell
 # completions from the built binary's own clap definitions (portico __generate-docs), then
@@ -18,16 +21,24 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 command -v dpkg-deb >/dev/null || { echo "build-deb: dpkg-deb is missing (apt install dpkg-dev)" >&2; exit 1; }
 
-cargo build --locked --profile dist --bin portico
-
+profile="${DEB_PROFILE:-dist}"
 target_dir="${CARGO_TARGET_DIR:-target}"
-bin="$target_dir/dist/portico"
+profile_dir="$profile"
+[[ $profile == dev ]] && profile_dir=debug
+bin="$target_dir/$profile_dir/portico"
+if [[ -n ${DEB_BIN:-} ]]; then
+  mkdir -p "$(dirname "$bin")"
+  [[ $DEB_BIN -ef $bin ]] || cp "$DEB_BIN" "$bin"
+else
+  cargo build --locked --profile "$profile" --bin portico
+fi
 # Generated files go where [package.metadata.deb] assets expect them (relative to the checkout).
 docs=target/portico-docs
 rm -rf "$docs"
 "$bin" __generate-docs --out "$docs"
 
 # cargo-deb prints the path of the package it wrote as its last line.
-deb=$(cargo deb --locked --profile dist --no-build "$@" | tail -n 1)
+deb=$(cargo deb --locked --profile "$profile" --no-build "$@" | tail -n 1)
 echo "build-deb: built $deb" >&2
 dpkg-deb --info "$deb" >&2
+echo "$deb"

@@ -1,7 +1,7 @@
 //! Packaging: the systemd units pass `systemd-analyze verify` and the service keeps its
 //! hardening score, `portico __generate-docs` writes the man pages and completions the .deb
 //! ships, and the cargo-deb metadata and maintainer scripts are wired up. Building the .deb itself takes
-//! minutes (thin LTO) and is left to `packaging/build-deb.sh`.
+//! minutes (LTO), so the test packages the binary the tests built, through the same script.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -342,4 +342,98 @@ fn keepalived_example_checks_the_shipped_admin_address() {
     assert!(config.contains("listen = \"127.0.0.1:9900\""));
     assert!(conf.contains("http://127.0.0.1:9900/readyz"));
     assert!(conf.contains("track_script"));
+}
+
+/// Builds the .deb from this checkout with `packaging/build-deb.sh` (packaging the binary the
+/// tests already built, so it takes seconds) and reads it back with `dpkg-deb`.
+#[test]
+fn the_deb_ships_the_binary_config_units_docs_and_scripts() {
+    let cargo_deb = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        cargo_deb,
+        "cargo-deb is missing: `cargo install --locked cargo-deb --version ^3.8` (.ci/run does)"
+    );
+    let target = tempfile::tempdir().expect("tempdir");
+    let built = run(Command::new("bash")
+        .arg(root().join("packaging/build-deb.sh"))
+        .arg("--fast")
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target.path())
+        .env("DEB_PROFILE", "dev")
+        .env("DEB_BIN", PORTICO));
+    assert!(built.status.success(), "{built:?}");
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    let deb = stdout.lines().last().expect("the .deb's path").trim();
+    assert!(
+        deb.ends_with(".deb") && Path::new(deb).is_file(),
+        "{stdout}"
+    );
+
+    let contents = run(Command::new("dpkg-deb").args(["-c", deb]));
+    assert!(contents.status.success(), "{contents:?}");
+    let contents = String::from_utf8_lossy(&contents.stdout);
+    let files: Vec<&str> = contents
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    for wanted in [
+        "./usr/bin/portico",
+        "./etc/portico/portico.toml",
+        "./usr/lib/systemd/system/portico.service",
+        "./usr/lib/systemd/system/portico.socket",
+        "./usr/share/man/man1/portico.1.gz",
+        "./usr/share/man/man1/portico-run.1.gz",
+        "./usr/share/bash-completion/completions/portico",
+        "./usr/share/zsh/vendor-completions/_portico",
+        "./usr/share/fish/vendor_completions.d/portico.fish",
+        "./usr/share/doc/portico/copyright",
+        "./usr/share/doc/portico/examples/keepalived/keepalived.conf",
+    ] {
+        assert!(
+            files.contains(&wanted),
+            "{wanted} is not in the .deb:\n{contents}"
+        );
+    }
+    let binary = contents
+        .lines()
+        .find(|l| l.ends_with("./usr/bin/portico"))
+        .expect("binary line");
+    assert!(binary.starts_with("-rwxr-xr-x 0/0"), "root-owned, mode 755: {binary}");
+
+    let conffiles = run(Command::new("dpkg-deb").args(["-I", deb, "conffiles"]));
+    assert_eq!(
+        String::from_utf8_lossy(&conffiles.stdout).trim(),
+        "/etc/portico/portico.toml",
+        "{conffiles:?}"
+    );
+    let info = run(Command::new("dpkg-deb").args(["-I", deb]));
+    let info = String::from_utf8_lossy(&info.stdout);
+    for wanted in [
+        "Package: portico",
+        "Depends: adduser",
+        "postinst",
+        "prerm",
+        "postrm",
+    ] {
+        assert!(
+            info.contains(wanted),
+            "{wanted} missing from dpkg-deb -I:\n{info}"
+        );
+    }
+    // The maintainer scripts inside are the ones with cargo-deb's systemd snippets.
+    let control = tempfile::tempdir().expect("tempdir");
+    let extracted = run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(deb)
+        .arg(control.path()));
+    assert!(extracted.status.success(), "{extracted:?}");
+    let postinst = fs::read_to_string(control.path().join("postinst")).expect("postinst");
+    assert!(
+        postinst.contains("adduser"),
+        "the postinst creates the user:\n{postinst}"
+    );
+    assert!(postinst.contains("deb-systemd-helper"), "{postinst}");
 }
