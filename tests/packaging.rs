@@ -401,7 +401,10 @@ fn the_deb_ships_the_binary_config_units_docs_and_scripts() {
         .lines()
         .find(|l| l.ends_with("./usr/bin/portico"))
         .expect("binary line");
-    assert!(binary.starts_with("-rwxr-xr-x 0/0"), "root-owned, mode 755: {binary}");
+    assert!(
+        binary.starts_with("-rwxr-xr-x 0/0"),
+        "root-owned, mode 755: {binary}"
+    );
 
     let conffiles = run(Command::new("dpkg-deb").args(["-I", deb, "conffiles"]));
     assert_eq!(
