@@ -38,55 +38,9 @@ ROUTE_PATH=/api/v0/users/42
 log() { echo "[reload] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# --- processes: each in its own process group, stopped by group id, never by name -----------
-
-STARTED=()
-
-# start NAME CPU CMD...: runs CMD pinned to CPU in a new session, output to $OUT_DIR/NAME.log;
-# sets START_PID (the group id).
-start() {
-    local name=$1 cpu=$2
-    shift 2
-    setsid taskset -c "$cpu" "$@" >>"$OUT_DIR/$name.log" 2>&1 &
-    START_PID=$!
-    STARTED+=("$START_PID")
-}
-
-stop() {
-    local pg=$1 i
-    kill -TERM -- "-$pg" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 -- "-$pg" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pg" 2>/dev/null || true
-    wait "$pg" 2>/dev/null || true
-    local left=()
-    for i in "${STARTED[@]}"; do [[ $i == "$pg" ]] || left+=("$i"); done
-    STARTED=("${left[@]}")
-}
-
-cleanup() {
-    local pg
-    for pg in "${STARTED[@]}"; do stop "$pg"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-wait_ports() {
-    local pid=$1 port i
-    shift
-    for port in "$@"; do
-        for ((i = 0; i < 100; i++)); do
-            port_open "$port" && continue 2
-            kill -0 "$pid" 2>/dev/null || return 1
-            sleep 0.1
-        done
-        return 1
-    done
-}
+# Processes: own process groups, stopped by group id (start, stop, cleanup, wait_ports).
+# shellcheck source=../lib/procs.sh
+source "$ROOT/benches/lib/procs.sh"
 
 # utime + stime of one process (threads included), in clock ticks.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
