@@ -124,32 +124,10 @@ fn serve(origin: ConfigOrigin, demo: bool, upgrade: bool) -> ExitCode {
     };
     let log = logging::init(&config.log);
     let takeover = if upgrade {
-        let path = config
-            .runtime
-            .upgrade_socket
-            .clone()
-            .unwrap_or_else(|| upgrade::DEFAULT_SOCKET.into());
-        let checked = upgrade::take_over(&path).and_then(|(takeover, sockets)| {
-            // On the default path, another instance may answer: take over only from a
-            // process that runs this very config file.
-            let mine = match &origin {
-                ConfigOrigin::File(p) => std::path::absolute(p).ok(),
-                ConfigOrigin::Embedded(_) => None,
-            };
-            if config.runtime.upgrade_socket.is_none()
-                && takeover.old_config.is_some()
-                && takeover.old_config != mine
-            {
-                anyhow::bail!(
-                    "the Portico on the default upgrade socket {} (pid {}) runs {}, not this config file; set runtime.upgrade_socket to take over from it",
-                    path.display(),
-                    takeover.old_pid,
-                    takeover.old_config.as_deref().unwrap_or(std::path::Path::new("?")).display()
-                );
-            }
-            Ok((takeover, sockets))
-        });
-        match checked {
+        match upgrade::take_over(
+            config.runtime.upgrade_socket.as_deref(),
+            origin.file_path().as_deref(),
+        ) {
             Ok((takeover, sockets)) => {
                 tracing::info!(
                     old_pid = takeover.old_pid,

@@ -48,6 +48,14 @@ impl ConfigOrigin {
             ConfigOrigin::Embedded(text) => config::load_str(text, "the embedded demo config"),
         }
     }
+
+    /// The config file, as an absolute path (none for the embedded demo).
+    pub fn file_path(&self) -> Option<PathBuf> {
+        match self {
+            ConfigOrigin::File(path) => std::path::absolute(path).ok(),
+            ConfigOrigin::Embedded(_) => None,
+        }
+    }
 }
 
 /// Why a reload or an API change was not applied.
@@ -90,7 +98,7 @@ pub async fn run(
     origin: ConfigOrigin,
     file: Config,
     inherited: Vec<Inherited>,
-    takeover: Option<Takeover>,
+    mut takeover: Option<Takeover>,
     log: LogHandle,
     prometheus: PrometheusHandle,
     demo: bool,
@@ -135,7 +143,6 @@ pub async fn run(
 
     // Everything is bound before anything accepts: a start that fails half-way (in an upgrade,
     // with the previous process still serving) never accepted a connection it would drop.
-    let mut takeover = takeover;
     listeners.adopt(inherited);
     let handed = listeners.unclaimed_listeners();
     let prepared = listeners.prepare(&effective)?;
@@ -156,11 +163,8 @@ pub async fn run(
         admin_bind,
         listeners.take_inherited(effective.admin.listen, "admin.listen"),
     )?;
-    let config_path = match &origin {
-        ConfigOrigin::File(path) => std::path::absolute(path).ok(),
-        ConfigOrigin::Embedded(_) => None,
-    };
-    let upgrade_endpoint = upgrade_endpoint(&effective, takeover.as_mut(), demo, config_path)?;
+    let upgrade_endpoint =
+        upgrade_endpoint(&effective, takeover.as_mut(), demo, origin.file_path())?;
     listeners.close_unclaimed();
     listeners.apply(&effective, prepared).await?;
 

@@ -82,15 +82,12 @@ impl Endpoint {
         let listener = UnixListener::bind(path).with_context(context)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(context)?;
-        Self::from_listener(path, listener)
+        Self::adopt(path, listener)
     }
 
-    /// Adopts the upgrade socket handed over by the previous process.
+    /// Serves `listener`, bound at `path`: a new one, or the one handed over by the previous
+    /// process.
     pub fn adopt(path: &Path, listener: UnixListener) -> anyhow::Result<Endpoint> {
-        Self::from_listener(path, listener)
-    }
-
-    fn from_listener(path: &Path, listener: UnixListener) -> anyhow::Result<Endpoint> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("runtime.upgrade_socket {}", path.display()))?;
         listener.set_nonblocking(true)?;

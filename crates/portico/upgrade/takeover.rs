@@ -23,8 +23,33 @@ pub struct Takeover {
     pub upgrade_socket: Option<(PathBuf, UnixListener)>,
 }
 
-/// Connects to the process serving `path` and receives its listening sockets.
-pub fn take_over(path: &Path) -> anyhow::Result<(Takeover, Vec<Inherited>)> {
+/// Connects to the process serving the upgrade socket (`configured`, else the default) and
+/// receives its listening sockets. On the default path another instance may answer: then
+/// only a process that runs this very `config_file` is taken over.
+pub fn take_over(
+    configured: Option<&Path>,
+    config_file: Option<&Path>,
+) -> anyhow::Result<(Takeover, Vec<Inherited>)> {
+    let (path, explicit) =
+        super::socket_path(configured, false).context("no upgrade socket path")?;
+    let (takeover, sockets) = receive(&path)?;
+    if !explicit && takeover.old_config.is_some() && takeover.old_config.as_deref() != config_file {
+        bail!(
+            "the Portico on the default upgrade socket {} (pid {}) runs {}, not this config file; set runtime.upgrade_socket to take over from it",
+            path.display(),
+            takeover.old_pid,
+            takeover
+                .old_config
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
+        );
+    }
+    Ok((takeover, sockets))
+}
+
+/// The exchange up to the offered sockets.
+fn receive(path: &Path) -> anyhow::Result<(Takeover, Vec<Inherited>)> {
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
             "cannot reach the running Portico on {} (runtime.upgrade_socket; is it running, with this path?)",
