@@ -80,12 +80,11 @@ impl Inner {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = match self {
-            Inner::H1(body) => Pin::new(body).poll_frame(cx),
-            Inner::Incoming(body) => Pin::new(body).poll_frame(cx),
-            Inner::Text(text) => return Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
-        };
-        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
+        match self {
+            Inner::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inner::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inner::Text(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6,6 +6,7 @@
 //! costs no hop through a per-connection dispatch task. HTTP/2 backends (`http2 = true`, for
 //! gRPC) multiplex many requests on one connection and keep hyper-util's pooled client.
 
+mod codec;
 mod h1;
 #[cfg(test)]
 mod tests;
@@ -112,8 +113,21 @@ pub(crate) enum UpstreamError {
     },
     #[error("connect to {addr} took longer than {timeout:?}")]
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    /// An upgrade (WebSocket) request, which goes through hyper's client.
     #[error("HTTP/1.1 exchange with the backend failed")]
     Http1(#[source] hyper::Error),
+    #[error("writing the request to the backend failed")]
+    Write(#[source] std::io::Error),
+    #[error("reading the response from the backend failed")]
+    Read(#[source] std::io::Error),
+    #[error("the backend closed the connection before its response was complete")]
+    Closed,
+    #[error("the backend's response is not valid HTTP/1.1")]
+    Response(#[source] codec::ResponseError),
+    #[error("the request body failed")]
+    RequestBody(#[source] BodyError),
+    #[error("the request body does not match its content-length")]
+    BodyLength,
     #[error("HTTP/2 exchange with the backend failed")]
     Http2(#[source] hyper_util::client::legacy::Error),
 }

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
@@ -26,12 +25,6 @@ use crate::{HttpListenerConfig, RouteTarget};
 
 /// Attempts per request at most: the first plus up to 10 retries (config allows 0 to 10).
 const MAX_ATTEMPTS: usize = 11;
-
-/// A pooled connection idle at least this long may be closed by its backend while a request
-/// is on its way (keep-alive timeouts are seconds long); a retryable request sent on one keeps
-/// a copy of its head, to be sent again on a fresh connection if that happens. Connections in
-/// steady use are never idle this long, so the copy is rare.
-const STALE_RISK_IDLE: Duration = Duration::from_secs(1);
 
 /// Why no backend answered. Connect failures are the backend's and safe to retry elsewhere;
 /// a failure after the request was sent is the backend's and is not retried.
@@ -181,11 +174,12 @@ fn to_origin_form(uri: &mut Uri) {
 }
 
 /// Sends the request to an HTTP/1.1 backend of the route's pool: on a pooled connection if one
-/// is idle, else on a new one. A pooled connection the backend closed meanwhile hands the
-/// request back unsent, and it goes out again on a fresh connection. An idempotent request
-/// without a body that could not connect is tried on another backend, up to the route's
-/// retries. (One async fn with no async fn nested in it: nesting would copy the inner future
-/// into this one's state and add a copy of the request to its size.)
+/// is idle, else on a new one. A request that never reached the backend (a pooled connection
+/// that failed as it was written), or a retryable one the backend closed the connection on
+/// without a byte of answer (a keep-alive timeout racing the request), goes out again on a
+/// fresh connection. An idempotent request without a body that could not connect is tried on
+/// another backend, up to the route's retries. (One async fn with no async fn nested in it:
+/// nesting would copy the inner future into this one's state.)
 pub(super) fn h1(
     forward: Forward,
     client: Arc<ConnInfo>,
@@ -201,9 +195,9 @@ pub(super) fn h1(
         has_host,
         deadline,
     } = call;
-    // The request keeps this one slot of the future's state from attempt to attempt: it moves
-    // into a connection, and comes back when it was not sent.
-    let mut req = Some(req);
+    // The head is written from here on each attempt; the body is consumed by the first
+    // attempt that sends one (retried requests have none).
+    let (mut parts, mut body) = req.into_parts();
     async move {
         let target = &*answering.target;
         let pool = &target.pool;
@@ -222,9 +216,7 @@ pub(super) fn h1(
                 let active = backend.track();
                 let conns = target.conns(index);
                 if set_host {
-                    if let Some(request) = req.as_mut() {
-                        request.headers_mut().insert(HOST, target.host_value(index));
-                    }
+                    parts.headers.insert(HOST, target.host_value(index));
                 }
                 let mut pooled_allowed = !upgrade;
                 loop {
@@ -250,9 +242,9 @@ pub(super) fn h1(
                         }
                     };
                     if upgrade {
-                        let Some(request) = req.take() else {
-                            break 'attempts;
-                        };
+                        let empty = ProxyRequestBody::empty(client.shared.bytes_in.clone());
+                        let request =
+                            Request::from_parts(parts, std::mem::replace(&mut body, empty));
                         // Boxed: upgrades are rare, and their future would make every
                         // request's future larger.
                         let sending = Box::pin(conn.send_upgrade(request));
@@ -269,62 +261,35 @@ pub(super) fn h1(
                         break 'sent Ok((response.map(Inner::Incoming), active));
                     }
                     let reused = conn.is_reused();
-                    let copy = (retryable && reused && conn.idle_for() >= STALE_RISK_IDLE)
-                        .then(|| req.as_ref().map(|r| Box::new(copy_head(r))))
-                        .flatten();
-                    // The request moves straight from its slot into the connection (a local
-                    // holding it would take room in the future across the await).
-                    let response = match req.take() {
-                        Some(request) => conn.dispatch(request),
-                        None => break 'attempts,
-                    };
-                    let response = std::pin::pin!(response);
-                    let sent = tokio::time::timeout_at(deadline, conn.send(response)).await;
-                    let mut failed = match sent {
-                        Ok(Ok(response)) => {
+                    let sent =
+                        tokio::time::timeout_at(deadline, conn.exchange(&parts, &mut body)).await;
+                    let failed = match sent {
+                        Ok(Ok(exchanged)) => {
                             pool.report_connect_success(index, connect_time);
-                            let (parts, body) = response.into_parts();
-                            let body = H1Body::new(body, conn, Arc::clone(conns));
-                            break 'sent Ok((Response::from_parts(parts, Inner::H1(body)), active));
+                            let (head, ()) = exchanged.response.into_parts();
+                            let body = H1Body::new(
+                                conn,
+                                exchanged.framing,
+                                exchanged.keep_alive,
+                                Arc::clone(conns),
+                            );
+                            break 'sent Ok((Response::from_parts(head, Inner::H1(body)), active));
                         }
                         Ok(Err(failed)) => failed,
                         Err(_) => break 'sent Err(Failure::Timeout),
                     };
-                    // Handed back: never written, so safe to send again whatever its method.
-                    let unsent = failed.take_message();
-                    let error = failed.into_error();
-                    match (unsent, copy) {
-                        (Some(unsent), _) if reused => {
-                            tracing::debug!(backend = %conns.addr(), error = %error, "pooled connection was closed; sending on a fresh one");
-                            req = Some(unsent);
-                        }
-                        (_, Some(copy)) => {
-                            tracing::debug!(backend = %conns.addr(), error = %error, "pooled connection failed; sending again on a fresh one");
-                            let bytes_in = client.shared.bytes_in.clone();
-                            req = Some(copy.map(|()| ProxyRequestBody::empty(bytes_in)));
-                        }
-                        _ => {
-                            let err = UpstreamError::Http1(error);
-                            break 'sent Err(Failure::from_backend(err));
-                        }
+                    if reused && (failed.unsent || (retryable && failed.no_response)) {
+                        tracing::debug!(backend = %conns.addr(), error = %ErrorChain(&failed.error), "pooled connection was closed; sending on a fresh one");
+                        pooled_allowed = false;
+                        continue;
                     }
-                    pooled_allowed = false;
+                    break 'sent Err(Failure::from_backend(failed.error));
                 }
             }
             Err(last)
         };
         Ok(super::respond(result, answering, &client, started))
     }
-}
-
-/// The head of a request without a body, for sending it again.
-fn copy_head<B>(req: &Request<B>) -> Request<()> {
-    let mut copy = Request::new(());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 /// HTTP/2 backends (gRPC) through hyper-util's pooled client, which wants absolute URIs.

@@ -1,0 +1,625 @@
+//! A sans-IO HTTP/1.1 client codec: encodes request heads and chunked bodies towards a backend,
+//! and parses the backend's response heads and chunked bodies, as pure functions on byte
+//! buffers. The upstream pool owns the sockets and the buffers; keeping IO out of here makes
+//! every framing decision (the part that request smuggling attacks target) testable byte by byte.
+//!
+//! Response framing follows RFC 9112 section 6.3. Header values are zero-copy slices of the
+//! response head's bytes, so parsing a head costs one parse and no per-value allocation.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+
+/// A response head (and a chunked body's trailer section) larger than this is refused: a
+/// backend cannot make us buffer without bound.
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// A response head (or trailer section) with more header fields than this is refused.
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 100;
+/// A chunk size line (size plus extensions) longer than this is refused; extensions are
+/// ignored, so there is no reason to buffer many of them.
+const MAX_CHUNK_SIZE_LINE: usize = 4096;
+
+/// How a request body goes out to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// The body goes out in chunks; its length is not known in advance.
+    Chunked,
+}
+
+/// How the request body goes out: with a length when one is known (from the request head or
+/// from the body itself), chunked otherwise.
+///
+/// An invalid or conflicting content-length in the head is treated as absent (the server side
+/// has already refused such requests; and [`encode_request_head`] never forwards the header).
+pub(crate) fn request_framing(
+    parts: &Parts,
+    body_is_end: bool,
+    exact_len: Option<u64>,
+) -> RequestFraming {
+    if body_is_end {
+        return RequestFraming::Empty;
+    }
+    if let Ok(Some(n)) = content_length(&parts.headers) {
+        return RequestFraming::Length(n);
+    }
+    match exact_len {
+        Some(0) => RequestFraming::Empty,
+        Some(n) => RequestFraming::Length(n),
+        None => RequestFraming::Chunked,
+    }
+}
+
+/// Writes the request head into `out` (cleared first). The framing headers of `parts` are
+/// replaced by the ones `framing` calls for, so the head always agrees with the body that
+/// follows: a mismatch there is what request smuggling feeds on.
+pub(crate) fn encode_request_head(parts: &Parts, framing: RequestFraming, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // A path_and_query can be empty (an authority-form URI); "/" keeps the request line valid.
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        push_field(name, value, out);
+    }
+    match framing {
+        RequestFraming::Length(n) => push_content_length(n, out),
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        RequestFraming::Empty => {
+            // Methods that usually carry a body get an explicit zero length: some servers
+            // wait for a body (or answer 411) otherwise.
+            let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+            if expects_body || parts.headers.contains_key(CONTENT_LENGTH) {
+                push_content_length(0, out);
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_content_length(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"content-length: ");
+    push_digits(n, 10, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in base `radix` (10 or 16, lower-case), without the allocation of `to_string`
+/// or `format!`: this runs for every request and every chunk.
+fn push_digits(mut n: u64, radix: u64, out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut scratch = [0u8; 20]; // u64::MAX has 20 decimal digits
+    let mut at = scratch.len();
+    loop {
+        at -= 1;
+        scratch[at] = DIGITS[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&scratch[at..]);
+}
+
+/// Appends a chunk's size line, `{len:x}\r\n`; the caller appends the data and then CRLF.
+pub(crate) fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
+    push_digits(len as u64, 16, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk: `0\r\n`, the trailer fields if any, and the blank line that ends
+/// the body.
+pub(crate) fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        push_field(name, value, out);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed response head with the framing of the body that follows it.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    /// Status, version (HTTP_10 or HTTP_11) and every header as received (hop-by-hop ones
+    /// included; the proxy strips those itself), except that a content-length next to a
+    /// transfer-encoding is removed and duplicate content-lengths are folded into one.
+    /// Header values are zero-copy slices of the head's bytes.
+    pub response: Response<()>,
+    pub framing: BodyFraming,
+    /// The connection can carry another request once this response's body is read to its end.
+    pub keep_alive: bool,
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    /// No body follows the head.
+    Empty,
+    /// Exactly this many bytes follow the head (never 0: that is `Empty`).
+    Length(u64),
+    /// Chunked: decode with a [`ChunkedDecoder`].
+    Chunked,
+    /// The body ends when the backend closes the connection.
+    UntilClose,
+}
+
+/// The outcome of [`parse_response_head`].
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Complete(ResponseHead),
+    /// More bytes are needed.
+    Partial,
+}
+
+/// What is wrong with a backend's response. Every variant is the backend's fault, and the
+/// connection cannot be used again after any of them (its framing is lost).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResponseError {
+    #[error("the backend's response head is not valid HTTP/1.x")]
+    Malformed(#[source] httparse::Error),
+    #[error(
+        "the backend's response head is larger than {} bytes",
+        MAX_RESPONSE_HEAD
+    )]
+    TooLarge,
+    #[error(
+        "the backend's response head has more than {} headers",
+        MAX_RESPONSE_HEADERS
+    )]
+    TooManyHeaders,
+    #[error("the backend's response has an invalid or conflicting content-length")]
+    ContentLength,
+    #[error("the backend's chunked body is malformed: {0}")]
+    Chunk(&'static str),
+    #[error("the backend's chunked body has a malformed trailer section")]
+    Trailers(#[source] httparse::Error),
+}
+
+/// Where one header's name and value sit in the head's bytes, so that the values can be cut
+/// out of the frozen head once httparse's borrow of the buffer has ended.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeaderIndices {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses the response head at the start of `buf`. Interim 1xx responses other than 101 are
+/// consumed and skipped (the proxy does not forward them). On `Complete` the head's bytes are
+/// split off `buf`, and whatever follows them (body bytes, even the next response) stays there.
+pub(crate) fn parse_response_head(
+    buf: &mut BytesMut,
+    request_method: &Method,
+) -> Result<Parsed, ResponseError> {
+    loop {
+        match parse_one_head(buf)? {
+            None => return Ok(Parsed::Partial),
+            Some(Head::Interim) => continue,
+            Some(Head::Final(response)) => {
+                return frame_response(response, request_method).map(Parsed::Complete);
+            }
+        }
+    }
+}
+
+enum Head {
+    /// An interim 1xx response, already consumed.
+    Interim,
+    Final(Response<()>),
+}
+
+/// Parses one head off the front of `buf`; `None` when more bytes are needed.
+fn parse_one_head(buf: &mut BytesMut) -> Result<Option<Head>, ResponseError> {
+    let mut headers =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut indices = [HeaderIndices::default(); MAX_RESPONSE_HEADERS];
+    // Only the first MAX_RESPONSE_HEAD bytes can hold an acceptable head, so a backend that
+    // streams garbage never makes us rescan more than that.
+    let window = &buf[..buf.len().min(MAX_RESPONSE_HEAD)];
+    let mut parsed = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut parsed, window, &mut headers)
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => ResponseError::TooManyHeaders,
+            e => ResponseError::Malformed(e),
+        })?;
+    let httparse::Status::Complete(head_len) = status else {
+        return if buf.len() >= MAX_RESPONSE_HEAD {
+            Err(ResponseError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    let code = parsed
+        .code
+        .ok_or(ResponseError::Malformed(httparse::Error::Status))?;
+    if (100..200).contains(&code) && code != 101 {
+        buf.advance(head_len);
+        return Ok(Some(Head::Interim));
+    }
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| ResponseError::Malformed(httparse::Error::Status))?;
+    let base = window.as_ptr() as usize;
+    let count = parsed.headers.len();
+    for (slot, header) in indices.iter_mut().zip(parsed.headers.iter()) {
+        let name = header.name.as_ptr() as usize - base;
+        let value = header.value.as_ptr() as usize - base;
+        *slot = HeaderIndices {
+            name: (name, name + header.name.len()),
+            value: (value, value + header.value.len()),
+        };
+    }
+    let head = buf.split_to(head_len).freeze();
+    let headers = header_map(&head, &indices[..count])?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some(Head::Final(response)))
+}
+
+/// Builds the header map, each value a zero-copy slice of `head`.
+fn header_map(head: &Bytes, indices: &[HeaderIndices]) -> Result<HeaderMap, ResponseError> {
+    let mut map = HeaderMap::with_capacity(indices.len());
+    for at in indices {
+        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1])
+            .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1))
+            .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderValue))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Decides the body framing and keep-alive of a final response (RFC 9112 section 6.3).
+fn frame_response(
+    mut response: Response<()>,
+    request_method: &Method,
+) -> Result<ResponseHead, ResponseError> {
+    let status = response.status();
+    let version = response.version();
+    let headers = response.headers_mut();
+    let mut keep_alive = connection_keep_alive(version, headers);
+    let framing = if *request_method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now speaks another protocol: never back in the pool.
+            keep_alive = false;
+        }
+        BodyFraming::Empty
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        // Both framings at once is how request smuggling starts: transfer-encoding wins, the
+        // content-length is not forwarded, and the connection is not trusted again. An
+        // HTTP/1.0 message with transfer-encoding has faulty framing too (RFC 9112 6.1).
+        if headers.remove(CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+            keep_alive = false;
+        }
+        if final_coding_is_chunked(headers) {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::UntilClose
+        }
+    } else if let Some(n) = content_length(headers)? {
+        normalise_content_length(headers, n);
+        if n == 0 {
+            BodyFraming::Empty
+        } else {
+            BodyFraming::Length(n)
+        }
+    } else {
+        BodyFraming::UntilClose
+    };
+    if framing == BodyFraming::UntilClose {
+        keep_alive = false;
+    }
+    Ok(ResponseHead {
+        response,
+        framing,
+        keep_alive,
+    })
+}
+
+/// Whether the connection stays open after this message, from its version and Connection
+/// tokens: HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
+fn connection_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        list_tokens(headers, &CONNECTION).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    };
+    if has("close") {
+        return false;
+    }
+    version == Version::HTTP_11 || has("keep-alive")
+}
+
+/// Whether the last transfer coding, over every transfer-encoding header, is `chunked`.
+fn final_coding_is_chunked(headers: &HeaderMap) -> bool {
+    list_tokens(headers, &TRANSFER_ENCODING)
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The non-empty elements of a comma-separated header list, over every header of that name,
+/// with optional whitespace trimmed.
+fn list_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The content-length of a message: `None` when there is none, an error unless every value
+/// (repeated headers and comma-separated lists alike) is the same valid decimal number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ResponseError> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for element in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(trim_ows(element)).ok_or(ResponseError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ResponseError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// Digits only: no sign, no whitespace, not empty, no overflow.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = char::from(b).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Folds repeated or list-valued content-lengths into one plain header, so that whoever reads
+/// the forwarded response sees a single, unambiguous length.
+fn normalise_content_length(headers: &mut HeaderMap, n: u64) {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let plain = values
+        .next()
+        .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit))
+        && values.next().is_none();
+    if !plain {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// Incremental decoder of a chunked body.
+///
+/// Line endings: the size line and the trailer section accept a bare LF as well as CRLF (as
+/// hyper does; some old backends send bare LFs), but the CRLF after each chunk's data is
+/// required exactly: that is where a length disagreement between two parsers would show, so
+/// anything else there is an error rather than a guess.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkedDecoder {
+    state: DecoderState,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum DecoderState {
+    /// Expecting a chunk size line.
+    #[default]
+    Size,
+    /// Inside a chunk's data, with this many bytes still to come (never 0).
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: expecting the trailer section or the blank line.
+    Trailers,
+    /// The body has ended.
+    Done,
+}
+
+/// One step of [`ChunkedDecoder::decode`].
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Body bytes (never empty).
+    Data(Bytes),
+    /// The trailer section, when the body has one; `End` follows.
+    Trailers(HeaderMap),
+    /// The body has ended.
+    End,
+    /// Nothing decodable in the buffer yet.
+    NeedMore,
+}
+
+/// What one state step did.
+enum Step {
+    /// Consumed some framing; try the next state.
+    Continue,
+    Yield(Chunk),
+}
+
+impl ChunkedDecoder {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes from the front of `buf`, consuming what it decodes. A call that can make
+    /// progress never returns `NeedMore`: framing is consumed until data, trailers or the end
+    /// come out, or the buffer runs dry.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, ResponseError> {
+        loop {
+            let step = match self.state {
+                DecoderState::Size => self.size_line(buf)?,
+                DecoderState::Data(remaining) => self.data(buf, remaining),
+                DecoderState::DataEnd => self.data_end(buf)?,
+                DecoderState::Trailers => self.trailers(buf)?,
+                DecoderState::Done => Step::Yield(Chunk::End),
+            };
+            if let Step::Yield(chunk) = step {
+                return Ok(chunk);
+            }
+        }
+    }
+
+    /// Bytes of the current chunk still to come (for size hints), 0 between chunks.
+    pub(crate) fn in_chunk(&self) -> u64 {
+        match self.state {
+            DecoderState::Data(remaining) => remaining,
+            _ => 0,
+        }
+    }
+
+    fn size_line(&mut self, buf: &mut BytesMut) -> Result<Step, ResponseError> {
+        let window = &buf[..buf.len().min(MAX_CHUNK_SIZE_LINE)];
+        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+            return if buf.len() >= MAX_CHUNK_SIZE_LINE {
+                Err(ResponseError::Chunk(
+                    "chunk size line is longer than 4096 bytes",
+                ))
+            } else {
+                Ok(Step::Yield(Chunk::NeedMore))
+            };
+        };
+        let line = window[..lf].strip_suffix(b"\r").unwrap_or(&window[..lf]);
+        let size = parse_size_line(line)?;
+        buf.advance(lf + 1);
+        self.state = if size == 0 {
+            DecoderState::Trailers
+        } else {
+            DecoderState::Data(size)
+        };
+        Ok(Step::Continue)
+    }
+
+    fn data(&mut self, buf: &mut BytesMut, remaining: u64) -> Step {
+        if buf.is_empty() {
+            return Step::Yield(Chunk::NeedMore);
+        }
+        let n = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
+        let left = remaining - n as u64;
+        self.state = if left == 0 {
+            DecoderState::DataEnd
+        } else {
+            DecoderState::Data(left)
+        };
+        Step::Yield(Chunk::Data(buf.split_to(n).freeze()))
+    }
+
+    fn data_end(&mut self, buf: &mut BytesMut) -> Result<Step, ResponseError> {
+        const MISSING: ResponseError = ResponseError::Chunk("missing CRLF after chunk data");
+        match buf.get(..2) {
+            Some(b"\r\n") => {
+                buf.advance(2);
+                self.state = DecoderState::Size;
+                Ok(Step::Continue)
+            }
+            Some(_) => Err(MISSING),
+            None if buf.first().is_none_or(|&b| b == b'\r') => Ok(Step::Yield(Chunk::NeedMore)),
+            None => Err(MISSING),
+        }
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Step, ResponseError> {
+        let window = &buf[..buf.len().min(MAX_RESPONSE_HEAD)];
+        let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let status = httparse::parse_headers(window, &mut fields).map_err(|e| match e {
+            httparse::Error::TooManyHeaders => {
+                ResponseError::Chunk("the trailer section has more than 100 fields")
+            }
+            e => ResponseError::Trailers(e),
+        })?;
+        let httparse::Status::Complete((len, fields)) = status else {
+            return if buf.len() >= MAX_RESPONSE_HEAD {
+                Err(ResponseError::Chunk(
+                    "the trailer section is larger than 65536 bytes",
+                ))
+            } else {
+                Ok(Step::Yield(Chunk::NeedMore))
+            };
+        };
+        let trailers = trailer_map(fields)?;
+        buf.advance(len);
+        self.state = DecoderState::Done;
+        Ok(Step::Yield(if trailers.is_empty() {
+            Chunk::End
+        } else {
+            Chunk::Trailers(trailers)
+        }))
+    }
+}
+
+/// Trailers are rare and small: their values are copied rather than sliced.
+fn trailer_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, ResponseError> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| ResponseError::Trailers(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| ResponseError::Trailers(httparse::Error::HeaderValue))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Parses `hex-size [BWS] [; extensions]` (the line ending already stripped); the extensions
+/// are checked for control characters and otherwise ignored.
+fn parse_size_line(line: &[u8]) -> Result<u64, ResponseError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(ResponseError::Chunk("chunk size is not hexadecimal"));
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..digits] {
+        let digit = char::from(b).to_digit(16).unwrap_or_default();
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or(ResponseError::Chunk("chunk size overflows u64"))?;
+    }
+    let rest = trim_ows(&line[digits..]);
+    match rest.split_first() {
+        None => Ok(size),
+        Some((b';', ext)) if ext.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {
+            Ok(size)
+        }
+        Some((b';', _)) => Err(ResponseError::Chunk("invalid chunk extension")),
+        Some(_) => Err(ResponseError::Chunk("chunk size is not hexadecimal")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
