@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use super::{BackendConns, H1Body, Upstream, UpstreamSettings};
 use crate::body::ProxyRequestBody;
 
+mod wire;
+
 /// Every wait in these tests ends by this deadline.
 const WAIT: Duration = Duration::from_secs(5);
 

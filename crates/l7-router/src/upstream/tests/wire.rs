@@ -1,0 +1,844 @@
+//! The HTTP/1.1 client on the wire, through a whole listener: scripted raw TCP backends write
+//! exact bytes (split mid-line, interim answers, conflicting or broken framing, early answers,
+//! closes at the worst moment), and raw TCP clients see exactly what the proxy answers. Each
+//! backend logs every request with the connection that carried it, so reuse is asserted per
+//! request, not guessed from counters.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{WAIT, listener_in_front_of, settings};
+use crate::upstream::Upstream;
+
+/// Pause between the pieces of a scripted answer, so that each leaves in a segment of its own.
+const PIECE_GAP: Duration = Duration::from_millis(5);
+/// Read size of the scripted backends and clients.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A plain keep-alive answer.
+const OK_HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+/// One request as a scripted backend received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// The connection that carried it: 1 for the first the backend accepted.
+    conn: usize,
+    /// Request line and fields, up to (not including) the blank line.
+    head: String,
+    /// The body, de-chunked if it came chunked.
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn request_line(&self) -> &str {
+        self.head.lines().next().unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        header(&self.head, name)
+    }
+}
+
+/// The value of the first `name` field of `head` (the first line is skipped).
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A loopback backend that runs `script` on every connection it accepts.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(BackendConn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (Arc::clone(&accepted), Arc::clone(&seen));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let conn = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(script(BackendConn {
+                    stream,
+                    buf: Vec::new(),
+                    conn,
+                    seen: Arc::clone(&log),
+                }));
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            seen,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// For each request received so far, the connection that carried it.
+    fn conns_used(&self) -> Vec<usize> {
+        self.seen().iter().map(|s| s.conn).collect()
+    }
+
+    /// A listener (route retries = 1) in front of this backend, with a pool of 8 idle
+    /// connections.
+    async fn behind_listener(&self) -> SocketAddr {
+        let upstream = Upstream::new(settings(8, Duration::from_secs(30)));
+        listener_in_front_of(self.addr, Arc::new(upstream)).await
+    }
+}
+
+/// The backend's side of one connection, for a script.
+struct BackendConn {
+    stream: TcpStream,
+    /// Received and not consumed yet.
+    buf: Vec<u8>,
+    conn: usize,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl BackendConn {
+    /// Reads more into `buf`; false on close, error or timeout.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; READ_CHUNK];
+        match tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next CRLF-terminated line, without its CRLF.
+    async fn line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(at) = find(&self.buf, b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..at + 2).collect();
+                return Some(line[..at].to_vec());
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    async fn read_head(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                return Some(String::from_utf8_lossy(&head[..end]).into_owned());
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// The body that follows `head`, per its framing (de-chunked).
+    async fn read_body(&mut self, head: &str) -> Option<Vec<u8>> {
+        let chunked = header(head, "transfer-encoding").is_some_and(|te| te == "chunked");
+        if !chunked {
+            let length = match header(head, "content-length") {
+                Some(v) => v.parse().ok()?,
+                None => 0,
+            };
+            return self.take(length).await;
+        }
+        let mut body = Vec::new();
+        loop {
+            let line = self.line().await?;
+            let line = String::from_utf8(line).ok()?;
+            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend(self.take(size).await?);
+            if self.take(2).await? != b"\r\n" {
+                return None;
+            }
+        }
+        // Trailer fields, up to the blank line.
+        while !self.line().await?.is_empty() {}
+        Some(body)
+    }
+
+    fn record(&self, head: String, body: Vec<u8>) -> Seen {
+        let seen = Seen {
+            conn: self.conn,
+            head,
+            body,
+        };
+        self.seen.lock().unwrap().push(seen.clone());
+        seen
+    }
+
+    /// Reads and logs the next request, head and body; None when the connection ends first.
+    async fn request(&mut self) -> Option<Seen> {
+        let head = self.read_head().await?;
+        let body = self.read_body(&head).await?;
+        Some(self.record(head, body))
+    }
+
+    /// Reads and logs the next request head, leaving its body unread.
+    async fn request_head(&mut self) -> Option<Seen> {
+        let head = self.read_head().await?;
+        Some(self.record(head, Vec::new()))
+    }
+
+    /// Writes `pieces` one after another, a short pause between them; stops at an error.
+    async fn send(&mut self, pieces: &[&[u8]]) {
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(PIECE_GAP).await;
+            }
+            if self.stream.write_all(piece).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads and discards until the peer closes (or `WAIT` passes without a byte).
+    async fn until_closed(&mut self) {
+        while self.fill().await {
+            self.buf.clear();
+        }
+    }
+}
+
+/// A response as the client received it.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// Status line and fields, up to (not including) the blank line.
+    head: String,
+    /// De-chunked if it came chunked.
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<String> {
+        header(&self.head, name)
+    }
+}
+
+/// A response that did not arrive whole.
+#[derive(Debug)]
+struct Cut {
+    /// "closed", "reset" or "timed out".
+    how: String,
+    /// What arrived of it.
+    received: Vec<u8>,
+}
+
+/// A raw HTTP/1.1 client connection to the listener.
+struct Client {
+    stream: TcpStream,
+    /// Received past the last response read.
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, request: &[u8]) {
+        self.stream.write_all(request).await.unwrap();
+    }
+
+    /// Reads the next response; `to_head`: it answers a HEAD (no body whatever it says).
+    async fn response(&mut self, to_head: bool) -> Result<Response, Cut> {
+        read_response(&mut self.stream, &mut self.buf, to_head).await
+    }
+
+    /// `GET path` and its whole response.
+    async fn get(&mut self, path: &str) -> Response {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        self.send(request.as_bytes()).await;
+        self.response(false).await.expect("a whole response")
+    }
+}
+
+/// Reads one response from `reader` (content-length, chunked or close-delimited), `buf`
+/// holding what was received before; leaves in `buf` whatever follows the response.
+async fn read_response<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    to_head: bool,
+) -> Result<Response, Cut> {
+    let mut closed = false;
+    loop {
+        if let Some((response, used)) = parse_response(buf, to_head, closed) {
+            buf.drain(..used);
+            return Ok(response);
+        }
+        let how = if closed {
+            "closed"
+        } else {
+            let mut chunk = [0u8; READ_CHUNK];
+            match tokio::time::timeout(WAIT, reader.read(&mut chunk)).await {
+                Ok(Ok(0)) => {
+                    closed = true;
+                    continue;
+                }
+                Ok(Ok(n)) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+                Ok(Err(_)) => "reset",
+                Err(_) => "timed out",
+            }
+        };
+        return Err(Cut {
+            how: how.to_owned(),
+            received: std::mem::take(buf),
+        });
+    }
+}
+
+/// A whole response at the start of `buf` and its length in bytes; None if more is needed.
+/// `closed`: nothing more will come (the end of a close-delimited body).
+fn parse_response(buf: &[u8], to_head: bool, closed: bool) -> Option<(Response, usize)> {
+    let end = find(buf, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let rest = &buf[end + 4..];
+    let no_body = to_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let (body, used) = if no_body {
+        (Vec::new(), 0)
+    } else if header(&head, "transfer-encoding").is_some_and(|te| te == "chunked") {
+        decode_chunked(rest)?
+    } else if let Some(length) = header(&head, "content-length") {
+        let length: usize = length.parse().ok()?;
+        (rest.get(..length)?.to_vec(), length)
+    } else if closed {
+        (rest.to_vec(), rest.len())
+    } else {
+        return None;
+    };
+    Some((Response { status, head, body }, end + 4 + used))
+}
+
+/// A whole chunked body at the start of `rest`, de-chunked, and its length on the wire.
+fn decode_chunked(mut rest: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let total = rest.len();
+    let mut body = Vec::new();
+    loop {
+        let at = find(rest, b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..at]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[at + 2..];
+        if size == 0 {
+            // Trailer fields, up to the blank line.
+            loop {
+                let at = find(rest, b"\r\n")?;
+                rest = &rest[at + 2..];
+                if at == 0 {
+                    return Some((body, total - rest.len()));
+                }
+            }
+        }
+        let data = rest.get(..size + 2)?;
+        assert_eq!(&data[size..], b"\r\n", "chunk data ends with CRLF");
+        body.extend_from_slice(&data[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// Every request answered `OK_HELLO`, keep-alive.
+async fn answer_hello(mut conn: BackendConn) {
+    while conn.request().await.is_some() {
+        conn.send(&[OK_HELLO]).await;
+    }
+}
+
+/// Answers every request with "hello, chunked world!" in chunks, split across writes in the
+/// middle of a chunk-size line (with an extension), of the data and of the CRLFs; with a
+/// trailer section if `trailer`.
+async fn answer_chunked_in_pieces(mut conn: BackendConn, trailer: bool) {
+    let end: &[u8] = if trailer {
+        b"x-sum: abc\r\n\r\n"
+    } else {
+        b"\r\n"
+    };
+    while conn.request().await.is_some() {
+        conn.send(&[
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n",
+            b"5;name=\"va",
+            b"lue\"\r",
+            b"\nhel",
+            b"lo\r",
+            b"\n1",
+            b"0\r\n, chunked",
+            b" world!",
+            b"\r",
+            b"\n0\r\n",
+            end,
+        ])
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_response_split_mid_line_arrives_whole() {
+    let backend = Scripted::start(|conn| answer_chunked_in_pieces(conn, true)).await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"hello, chunked world!");
+    }
+    assert!(client.buf.is_empty(), "{:?}", client.buf);
+}
+
+#[tokio::test]
+async fn a_chunked_response_read_to_its_end_gives_its_connection_back() {
+    let backend = Scripted::start(|conn| answer_chunked_in_pieces(conn, false)).await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.body, b"hello, chunked world!");
+    }
+    assert_eq!(backend.conns_used(), [1, 1]);
+}
+
+#[tokio::test]
+#[ignore = "BUG: after a chunked body's trailers, hyper drops the H1Body unpolled, so its connection is never released"]
+async fn a_chunked_response_with_trailers_gives_its_connection_back() {
+    let backend = Scripted::start(|conn| answer_chunked_in_pieces(conn, true)).await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.body, b"hello, chunked world!");
+    }
+    // Seen: [1, 2]. H1Body yields Chunk::Trailers and only releases the connection on the
+    // Chunk::End that a further poll would give; hyper's server (dispatch.rs) clears the body
+    // right after a trailers frame and never polls it again, so the connection is dropped.
+    assert_eq!(backend.conns_used(), [1, 1]);
+}
+
+#[tokio::test]
+async fn a_close_delimited_response_arrives_whole_and_its_connection_is_not_reused() {
+    let backend = Scripted::start(|mut conn| async move {
+        if conn.request().await.is_some() {
+            conn.send(&[
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n",
+                b"until ",
+                b"the backend ",
+                b"closes",
+            ])
+            .await;
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"until the backend closes");
+    }
+    assert_eq!(backend.conns_used(), [1, 2]);
+}
+
+#[tokio::test]
+async fn a_head_response_with_a_content_length_has_no_body_and_keeps_the_connection() {
+    let backend = Scripted::start(|mut conn| async move {
+        while let Some(request) = conn.request().await {
+            if request.request_line().starts_with("HEAD ") {
+                conn.send(&[b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"])
+                    .await;
+            } else {
+                conn.send(&[OK_HELLO]).await;
+            }
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    client
+        .send(b"HEAD / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let response = client.response(true).await.expect("a HEAD response");
+    assert_eq!(response.status, 200, "{}", response.head);
+    // The GET on the same client connection reads "hello" right after the HEAD's head: had
+    // the proxy sent (or waited for) a body, it would show here.
+    let response = client.get("/").await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.body, b"hello");
+    assert!(client.buf.is_empty(), "{:?}", client.buf);
+    assert_eq!(backend.conns_used(), [1, 1]);
+    assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test]
+async fn no_content_and_not_modified_have_no_body_and_keep_the_connection() {
+    let backend = Scripted::start(|mut conn| async move {
+        while let Some(request) = conn.request().await {
+            let answer: &[u8] = match request.request_line() {
+                l if l.starts_with("GET /204 ") => b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n",
+                l if l.starts_with("GET /304 ") => {
+                    b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n"
+                }
+                _ => OK_HELLO,
+            };
+            conn.send(&[answer]).await;
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    let response = client.get("/204").await;
+    assert_eq!(response.status, 204, "{}", response.head);
+    let response = client.get("/304").await;
+    assert_eq!(response.status, 304, "{}", response.head);
+    assert_eq!(response.header("etag").as_deref(), Some("\"v1\""));
+    let response = client.get("/").await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.body, b"hello");
+    assert!(client.buf.is_empty(), "{:?}", client.buf);
+    assert_eq!(backend.conns_used(), [1, 1, 1]);
+}
+
+#[tokio::test]
+async fn interim_responses_before_the_final_one_are_skipped() {
+    let backend = Scripted::start(|mut conn| async move {
+        while conn.request().await.is_some() {
+            conn.send(&[
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 2",
+                b"00 OK\r\ncontent-length: 5\r\n\r\nhello",
+            ])
+            .await;
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"hello");
+    }
+    assert!(client.buf.is_empty(), "{:?}", client.buf);
+    assert_eq!(backend.conns_used(), [1, 1]);
+}
+
+#[tokio::test]
+async fn chunked_with_a_content_length_is_read_chunked_and_the_connection_dropped() {
+    let backend = Scripted::start(|mut conn| async move {
+        while conn.request().await.is_some() {
+            conn.send(&[
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                b"5\r\nhello\r\n0\r\n\r\n",
+            ])
+            .await;
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"hello");
+        assert_ne!(response.header("content-length").as_deref(), Some("3"));
+    }
+    // The backend's framing was ambiguous: its connection is not trusted again.
+    assert_eq!(backend.conns_used(), [1, 2]);
+}
+
+#[tokio::test]
+async fn invalid_responses_get_a_502_and_the_listener_keeps_serving() {
+    let backend = Scripted::start(|mut conn| async move {
+        let Some(request) = conn.request().await else {
+            return;
+        };
+        let path = request.request_line().split(' ').nth(1).unwrap_or_default();
+        match path {
+            "/garbage" => {
+                conn.send(&[b"HTTP/1.1 OK 200\r\ncontent-length: 2\r\n\r\nhi"])
+                    .await
+            }
+            "/two-lengths" => {
+                conn.send(&[
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+                ])
+                .await;
+            }
+            "/huge-head" => {
+                let filler = format!("x-filler: {}\r\n", "a".repeat(9000));
+                let head = format!("HTTP/1.1 200 OK\r\n{}\r\n", filler.repeat(8));
+                conn.send(&[head.as_bytes(), OK_HELLO]).await;
+            }
+            "/cut" => {
+                conn.send(&[
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+                    b"0123456789",
+                ])
+                .await;
+                // Dropped here: the connection closes 90 bytes short.
+                return;
+            }
+            _ => {
+                conn.send(&[OK_HELLO]).await;
+            }
+        }
+        // Kept open: the 502 comes from the bytes, not from a close.
+        conn.until_closed().await;
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    for path in ["/garbage", "/two-lengths", "/huge-head"] {
+        let mut client = Client::connect(addr).await;
+        let response = client.get(path).await;
+        assert_eq!(response.status, 502, "{path}: {}", response.head);
+    }
+    let mut client = Client::connect(addr).await;
+    client
+        .send(b"GET /cut HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    match client.response(false).await {
+        Ok(response) => panic!(
+            "a response cut by the backend arrived whole: {} {:?}",
+            response.head, response.body
+        ),
+        Err(cut) => {
+            let text = String::from_utf8_lossy(&cut.received).into_owned();
+            assert_eq!(cut.how, "closed", "{text}");
+            // At most the 10 bytes the backend sent, never the 100 announced.
+            let body =
+                find(&cut.received, b"\r\n\r\n").map_or(0, |end| cut.received.len() - end - 4);
+            assert!(body < 100, "{text}");
+        }
+    }
+    let mut client = Client::connect(addr).await;
+    let response = client.get("/ok").await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.body, b"hello");
+    // Nothing was sent twice.
+    assert_eq!(backend.seen().len(), 5);
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_large_upload_reaches_the_client() {
+    const ANNOUNCED: usize = 8 * 1024 * 1024;
+    const PIECE: usize = 64 * 1024;
+    let backend = Scripted::start(|mut conn| async move {
+        if conn.request_head().await.is_some() {
+            conn.send(&[
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large",
+            ])
+            .await;
+        }
+        // Dropped with the upload unread.
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let client = Client::connect(addr).await;
+    let Client {
+        mut stream,
+        mut buf,
+    } = client;
+    let (mut reader, mut writer) = stream.split();
+    let uploading = async {
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: app.test\r\ncontent-length: {ANNOUNCED}\r\n\r\n"
+        );
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let piece = vec![b'x'; PIECE];
+        for _ in 0..ANNOUNCED / PIECE {
+            if writer.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let response = tokio::select! {
+        response = read_response(&mut reader, &mut buf, false) => response,
+        () = uploading => unreachable!(),
+    };
+    let response = response.expect("the backend's answer");
+    assert_eq!(response.status, 413, "{}", response.head);
+    assert_eq!(response.body, b"too large");
+    assert_eq!(backend.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_get_the_backend_drops_on_a_reused_connection_is_retried_on_a_fresh_one() {
+    // First request of a connection answered; the second read, then the connection closed
+    // without an answer (a keep-alive timeout firing as the request arrives).
+    let backend = Scripted::start(|mut conn| async move {
+        if conn.request().await.is_some() {
+            conn.send(&[OK_HELLO]).await;
+        }
+        let _ = conn.request().await;
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"hello");
+    }
+    assert_eq!(backend.conns_used(), [1, 1, 2]);
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_post_the_backend_drops_on_a_reused_connection_is_not_sent_again() {
+    let backend = Scripted::start(|mut conn| async move {
+        if conn.request().await.is_some() {
+            conn.send(&[OK_HELLO]).await;
+        }
+        let _ = conn.request().await;
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    assert_eq!(client.get("/").await.body, b"hello");
+    client
+        .send(b"POST /form HTTP/1.1\r\nHost: app.test\r\ncontent-length: 5\r\n\r\nhello")
+        .await;
+    let response = client.response(false).await.expect("a response");
+    assert_eq!(response.status, 502, "{}", response.head);
+    // A later request goes out on a new connection; the POST never went out again.
+    let mut client = Client::connect(addr).await;
+    assert_eq!(client.get("/").await.body, b"hello");
+    let seen = backend.seen();
+    let lines: Vec<(usize, &str)> = seen.iter().map(|s| (s.conn, s.request_line())).collect();
+    assert_eq!(
+        lines,
+        [
+            (1, "GET / HTTP/1.1"),
+            (1, "POST /form HTTP/1.1"),
+            (2, "GET / HTTP/1.1")
+        ]
+    );
+    assert_eq!(seen[1].body, b"hello");
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_backend_with_their_framing() {
+    let backend = Scripted::start(answer_hello).await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    let requests: [&[u8]; 4] = [
+        b"POST /sized HTTP/1.1\r\nHost: app.test\r\ncontent-length: 11\r\n\r\nhello world",
+        b"POST /chunked HTTP/1.1\r\nHost: app.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n8;x=y\r\n chunked\r\n0\r\n\r\n",
+        b"GET /plain HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        b"POST /empty HTTP/1.1\r\nHost: app.test\r\ncontent-length: 0\r\n\r\n",
+    ];
+    for request in requests {
+        client.send(request).await;
+        let response = client.response(false).await.expect("a response");
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"hello");
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 4);
+    let framing = |s: &Seen| (s.header("content-length"), s.header("transfer-encoding"));
+
+    assert_eq!(seen[0].request_line(), "POST /sized HTTP/1.1");
+    assert_eq!(
+        framing(&seen[0]),
+        (Some("11".to_owned()), None),
+        "{}",
+        seen[0].head
+    );
+    assert_eq!(seen[0].body, b"hello world");
+
+    assert_eq!(seen[1].request_line(), "POST /chunked HTTP/1.1");
+    assert_eq!(
+        framing(&seen[1]),
+        (None, Some("chunked".to_owned())),
+        "{}",
+        seen[1].head
+    );
+    assert_eq!(seen[1].body, b"hello chunked");
+
+    assert_eq!(seen[2].request_line(), "GET /plain HTTP/1.1");
+    assert_eq!(framing(&seen[2]), (None, None), "{}", seen[2].head);
+
+    assert_eq!(seen[3].request_line(), "POST /empty HTTP/1.1");
+    assert_eq!(
+        framing(&seen[3]),
+        (Some("0".to_owned()), None),
+        "{}",
+        seen[3].head
+    );
+    assert!(seen[3].body.is_empty());
+
+    assert_eq!(backend.conns_used(), [1, 1, 1, 1]);
+}
+
+#[tokio::test]
+async fn bytes_past_a_response_are_not_taken_for_the_next_one() {
+    let backend = Scripted::start(|mut conn| async move {
+        while conn.request().await.is_some() {
+            // A second, unasked-for response in the same write.
+            conn.send(&[b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil"])
+                .await;
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..2 {
+        let response = client.get("/").await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.body, b"hello");
+    }
+    assert!(client.buf.is_empty(), "{:?}", client.buf);
+    assert_eq!(backend.conns_used(), [1, 2]);
+}
