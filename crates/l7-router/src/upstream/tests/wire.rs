@@ -510,6 +510,7 @@ async fn a_head_response_with_a_content_length_has_no_body_and_keeps_the_connect
         .await;
     let response = client.response(true).await.expect("a HEAD response");
     assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.header("content-length").as_deref(), Some("1000"));
     // The GET on the same client connection reads "hello" right after the HEAD's head: had
     // the proxy sent (or waited for) a body, it would show here.
     let response = client.get("/").await;
@@ -840,5 +841,33 @@ async fn bytes_past_a_response_are_not_taken_for_the_next_one() {
         assert_eq!(response.body, b"hello");
     }
     assert!(client.buf.is_empty(), "{:?}", client.buf);
+    assert_eq!(backend.conns_used(), [1, 2]);
+}
+
+#[tokio::test]
+async fn bytes_on_an_idle_connection_keep_it_out_of_use() {
+    let (stray_tx, mut stray_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = Scripted::start(move |mut conn| {
+        let stray_tx = stray_tx.clone();
+        async move {
+            if conn.request().await.is_some() {
+                conn.send(&[OK_HELLO]).await;
+                // After the answer, unasked for, while the connection sits in the pool.
+                conn.send(&[b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil"])
+                    .await;
+                let _ = stray_tx.send(conn.conn);
+            }
+            conn.until_closed().await;
+        }
+    })
+    .await;
+    let addr = backend.behind_listener().await;
+    let mut client = Client::connect(addr).await;
+    assert_eq!(client.get("/").await.body, b"hello");
+    let stray = tokio::time::timeout(WAIT, stray_rx.recv()).await;
+    assert_eq!(stray.expect("stray bytes sent in time"), Some(1));
+    let response = client.get("/").await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.body, b"hello");
     assert_eq!(backend.conns_used(), [1, 2]);
 }
