@@ -676,6 +676,10 @@ impl Body for H1Body {
                 BodyState::Chunked(decoder) => match decoder.decode(&mut conn.read_buf) {
                     Ok(Chunk::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(Chunk::Trailers(trailers)) => {
+                        // The trailer section ends the body (with its blank line): hyper's
+                        // server does not poll again after trailers, so the connection goes
+                        // home now.
+                        this.finish();
                         return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                     Ok(Chunk::End) => {
