@@ -183,24 +183,25 @@ impl BackendConns {
     }
 
     pub(super) fn checkout_at(&self, now: Instant) -> Option<Box<Conn>> {
-        let mut idle = lock(&self.idle);
-        let conn = idle.pop_back()?;
-        let idle_for = now.saturating_duration_since(conn.idle_since);
-        if idle_for < self.settings.idle_timeout {
-            drop(idle);
-            if !conn.is_idle_and_open() {
-                // Closed by the backend while idle: the next one may still be good.
-                drop(conn);
-                return self.checkout_at(now);
+        loop {
+            let mut idle = lock(&self.idle);
+            let conn = idle.pop_back()?;
+            let idle_for = now.saturating_duration_since(conn.idle_since);
+            if idle_for >= self.settings.idle_timeout {
+                // The newest is too old, so every older one is too: close them all (outside
+                // the lock).
+                let expired: VecDeque<Box<Conn>> = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(expired);
+                return None;
             }
-            return Some(conn);
+            drop(idle);
+            if conn.is_idle_and_open() {
+                return Some(conn);
+            }
+            // Closed by the backend while idle (dropped, which closes our side): the next one
+            // may still be good.
         }
-        // The newest is too old, so every older one is too: close them all (outside the lock).
-        let expired: VecDeque<Box<Conn>> = std::mem::take(&mut *idle);
-        drop(idle);
-        drop(expired);
-        drop(conn);
-        None
     }
 
     /// A new connection (with `connect_timeout`), not yet in the pool.
