@@ -47,6 +47,11 @@ use crate::body::ProxyRequestBody;
 
 /// A connection's read buffer: room for a typical response head and body in one read.
 const READ_BUF: usize = 8 * 1024;
+/// The most one read asks for (a large response body).
+const READ_BUF_MAX: usize = 64 * 1024;
+/// A pooled connection's buffers are dropped when they grew past this (they are made again,
+/// at their usual size, by the next request).
+const IDLE_BUF_MAX: usize = 16 * 1024;
 
 /// The reaper looks at idle connections this often at most ...
 const REAP_EVERY_MAX: Duration = Duration::from_secs(5);
@@ -236,6 +241,15 @@ impl BackendConns {
         }
         conn.idle_since = Instant::now();
         conn.reused = true;
+        // A large upload frame or response head grew a buffer: an idle connection keeps no
+        // more than a typical request needs.
+        if conn.write_buf.capacity() > IDLE_BUF_MAX {
+            conn.write_buf = Vec::new();
+        }
+        if conn.read_buf.capacity() > IDLE_BUF_MAX {
+            conn.read_buf = BytesMut::new();
+        }
+        conn.read_size = READ_BUF;
         let mut idle = lock(&self.idle);
         let evicted = if idle.len() >= self.settings.max_idle {
             idle.pop_front()
@@ -282,6 +296,8 @@ pub(crate) struct Conn {
     io: TcpStream,
     /// What the backend sent that is not consumed yet.
     read_buf: BytesMut,
+    /// How much room the next read gets.
+    read_size: usize,
     /// What goes out next: the request head, then each body frame with its framing. Kept
     /// from request to request.
     write_buf: Vec<u8>,
@@ -331,6 +347,7 @@ impl Conn {
         Self {
             io,
             read_buf: BytesMut::with_capacity(READ_BUF),
+            read_size: READ_BUF,
             write_buf: Vec::with_capacity(1024),
             written: 0,
             head_sent: false,
@@ -506,11 +523,22 @@ impl Conn {
     }
 
     /// Reads what the backend sent into `read_buf`; Ok(0) when it closed the connection.
+    /// Reads grow from `READ_BUF` up to `READ_BUF_MAX` while they keep filling the room they
+    /// were given (a large body), so a big response takes fewer, larger reads.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < READ_BUF / 4 {
-            self.read_buf.reserve(READ_BUF);
+        if self.read_buf.capacity() - self.read_buf.len() < self.read_size / 4 {
+            self.read_buf.reserve(self.read_size);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
+        let room = self.read_buf.capacity() - self.read_buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read_buf
+        ))?;
+        if n == room {
+            self.read_size = (self.read_size * 2).min(READ_BUF_MAX);
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Sends an upgrade request (WebSocket) with hyper's client: the connection leaves the
