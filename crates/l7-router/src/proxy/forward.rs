@@ -264,16 +264,14 @@ pub(super) fn h1(
                     let sent =
                         tokio::time::timeout_at(deadline, conn.exchange(&parts, &mut body)).await;
                     let failed = match sent {
-                        Ok(Ok(exchanged)) => {
+                        Ok(Ok(head)) => {
                             pool.report_connect_success(index, connect_time);
-                            let (head, ()) = exchanged.response.into_parts();
-                            let body = H1Body::new(
-                                conn,
-                                exchanged.framing,
-                                exchanged.keep_alive,
-                                Arc::clone(conns),
-                            );
-                            break 'sent Ok((Response::from_parts(head, Inner::H1(body)), active));
+                            let (status_and_headers, ()) = head.response.into_parts();
+                            let body =
+                                H1Body::new(conn, head.framing, head.keep_alive, Arc::clone(conns));
+                            let response =
+                                Response::from_parts(status_and_headers, Inner::H1(body));
+                            break 'sent Ok((response, active));
                         }
                         Ok(Err(failed)) => failed,
                         Err(_) => break 'sent Err(Failure::Timeout),

@@ -42,7 +42,9 @@ use tokio::time::Instant;
 use net_core::error_chain::ErrorChain;
 
 use super::UpstreamError;
-use super::codec::{self, BodyFraming, Chunk, ChunkedDecoder, Parsed, RequestFraming};
+use super::codec::{
+    self, BodyFraming, Chunk, ChunkedDecoder, Parsed, RequestFraming, ResponseHead,
+};
 use crate::body::ProxyRequestBody;
 
 /// A connection's read buffer: room for a typical response head and body in one read.
@@ -382,7 +384,7 @@ impl Conn {
         &'a mut self,
         parts: &'a Parts,
         body: &'a mut ProxyRequestBody,
-    ) -> impl Future<Output = Result<Exchanged, SendError>> + 'a {
+    ) -> impl Future<Output = Result<ResponseHead, SendError>> + 'a {
         let framing = codec::request_framing(parts, body.is_end_stream(), body.size_hint().exact());
         codec::encode_request_head(parts, framing, &mut self.write_buf);
         self.written = 0;
@@ -422,9 +424,9 @@ impl Conn {
                 return Poll::Pending;
             }
             match ready!(self.poll_response(cx, parts)) {
-                Ok(mut exchanged) => {
-                    exchanged.keep_alive &= self.upload.is_none() && write_error.is_none();
-                    Poll::Ready(Ok(exchanged))
+                Ok(mut head) => {
+                    head.keep_alive &= self.upload.is_none() && write_error.is_none();
+                    Poll::Ready(Ok(head))
                 }
                 Err(failed) => Poll::Ready(Err(write_error.take().map_or(failed, SendError::new))),
             }
@@ -480,17 +482,11 @@ impl Conn {
         &mut self,
         cx: &mut Context<'_>,
         parts: &Parts,
-    ) -> Poll<Result<Exchanged, SendError>> {
+    ) -> Poll<Result<ResponseHead, SendError>> {
         loop {
             if !self.read_buf.is_empty() {
                 match codec::parse_response_head(&mut self.read_buf, &parts.method) {
-                    Ok(Parsed::Complete(head)) => {
-                        return Poll::Ready(Ok(Exchanged {
-                            response: head.response,
-                            framing: head.framing,
-                            keep_alive: head.keep_alive,
-                        }));
-                    }
+                    Ok(Parsed::Complete(head)) => return Poll::Ready(Ok(head)),
                     Ok(Parsed::Partial) => {}
                     Err(e) => {
                         return Poll::Ready(Err(SendError::new(UpstreamError::Response(e))));
@@ -594,14 +590,6 @@ impl Upload {
     }
 }
 
-/// A response head from a backend, with what reading its body needs.
-pub(crate) struct Exchanged {
-    pub response: Response<()>,
-    pub framing: BodyFraming,
-    /// The connection may take another request once the body is read to its end.
-    pub keep_alive: bool,
-}
-
 /// A response body from a pooled connection: it is read from the connection's buffer and
 /// socket as the client takes it, and its end puts the connection back in the pool.
 pub(crate) struct H1Body {
@@ -650,7 +638,8 @@ impl H1Body {
     fn finish(&mut self) {
         self.state = BodyState::Done;
         if let Some(conn) = self.conn.take() {
-            // Bytes past the response: the backend is not speaking HTTP/1.1 as it should.
+            // Not reused: the response said close, the request body is not all out, or bytes
+            // came past the response (the backend is not speaking HTTP/1.1 as it should).
             if self.keep_alive && conn.read_buf.is_empty() && conn.upload.is_none() {
                 self.home.release(conn);
             }

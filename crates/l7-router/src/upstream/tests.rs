@@ -214,18 +214,13 @@ async fn fetch(conns: &Arc<BackendConns>) -> Bytes {
         None => conns.connect().await.expect("connect"),
     };
     let (parts, mut body) = get().into_parts();
-    let exchanged = conn
+    let head = conn
         .exchange(&parts, &mut body)
         .await
         .map_err(|e| e.error)
         .expect("response");
-    assert_eq!(exchanged.response.status(), StatusCode::OK);
-    let body = H1Body::new(
-        conn,
-        exchanged.framing,
-        exchanged.keep_alive,
-        Arc::clone(conns),
-    );
+    assert_eq!(head.response.status(), StatusCode::OK);
+    let body = H1Body::new(conn, head.framing, head.keep_alive, Arc::clone(conns));
     body.collect().await.expect("body").to_bytes()
 }
 
