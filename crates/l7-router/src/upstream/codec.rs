@@ -215,8 +215,8 @@ pub(crate) fn parse_response_head(
         match parse_one_head(buf)? {
             None => return Ok(Parsed::Partial),
             Some(Head::Interim) => continue,
-            Some(Head::Final(response)) => {
-                return frame_response(response, request_method).map(Parsed::Complete);
+            Some(Head::Final(response, fields)) => {
+                return frame_response(response, &fields, request_method).map(Parsed::Complete);
             }
         }
     }
@@ -225,7 +225,7 @@ pub(crate) fn parse_response_head(
 enum Head {
     /// An interim 1xx response, already consumed.
     Interim,
-    Final(Response<()>),
+    Final(Response<()>, FramingFields),
 }
 
 /// Parses one head off the front of `buf`; `None` when more bytes are needed.
@@ -278,36 +278,96 @@ fn parse_one_head(buf: &mut BytesMut) -> Result<Option<Head>, ResponseError> {
         })
         .collect();
     let head = buf.split_to(head_len).freeze();
-    let headers = header_map(&head, &indices)?;
+    let (headers, fields) = header_map(&head, &indices)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
-    Ok(Some(Head::Final(response)))
+    Ok(Some(Head::Final(response, fields)))
 }
 
-/// Builds the header map, each value a zero-copy slice of `head`.
-fn header_map(head: &Bytes, indices: &[HeaderIndices]) -> Result<HeaderMap, ResponseError> {
+/// What the framing decision needs from a head's header fields, noted while the map is built,
+/// so that deciding costs no lookups in it.
+#[derive(Debug, Default)]
+struct FramingFields {
+    /// A `close` token in Connection.
+    close: bool,
+    /// A `keep-alive` token in Connection.
+    keep_alive: bool,
+    /// A transfer-encoding field is present.
+    transfer_encoding: bool,
+    /// The last transfer coding over every transfer-encoding field is `chunked`.
+    chunked_last: bool,
+    /// Content-length fields: none, one agreed valid value, or invalid/conflicting ones.
+    content_length: ContentLength,
+    /// Exactly one content-length field, of digits only (nothing to fold).
+    content_length_plain: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ContentLength {
+    #[default]
+    Absent,
+    Valid(u64),
+    Invalid,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == CONNECTION {
+            for token in list_elements(value) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            if let Some(last) = list_elements(value).last() {
+                self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == CONTENT_LENGTH {
+            self.content_length_plain = self.content_length == ContentLength::Absent
+                && !value.is_empty()
+                && value.iter().all(u8::is_ascii_digit);
+            for element in value.split(|&b| b == b',') {
+                self.content_length = match (self.content_length, parse_decimal(trim_ows(element)))
+                {
+                    (ContentLength::Invalid, _) | (_, None) => ContentLength::Invalid,
+                    (ContentLength::Valid(l), Some(n)) if l != n => ContentLength::Invalid,
+                    (_, Some(n)) => ContentLength::Valid(n),
+                };
+            }
+        }
+    }
+}
+
+/// Builds the header map, each value a zero-copy slice of `head`, noting the framing fields.
+fn header_map(
+    head: &Bytes,
+    indices: &[HeaderIndices],
+) -> Result<(HeaderMap, FramingFields), ResponseError> {
     let mut map = HeaderMap::with_capacity(indices.len());
+    let mut fields = FramingFields::default();
     for at in indices {
         let name = HeaderName::from_bytes(&head[at.name.0..at.name.1])
             .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1))
             .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderValue))?;
+        fields.note(&name, value.as_bytes());
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, fields))
 }
 
 /// Decides the body framing and keep-alive of a final response (RFC 9112 section 6.3).
 fn frame_response(
     mut response: Response<()>,
+    fields: &FramingFields,
     request_method: &Method,
 ) -> Result<ResponseHead, ResponseError> {
     let status = response.status();
     let version = response.version();
     let headers = response.headers_mut();
-    let mut keep_alive = connection_keep_alive(version, headers);
+    let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
     let framing = if *request_method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -318,27 +378,39 @@ fn frame_response(
             keep_alive = false;
         }
         BodyFraming::Empty
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if fields.transfer_encoding {
         // Both framings at once is how request smuggling starts: transfer-encoding wins, the
         // content-length is not forwarded, and the connection is not trusted again. An
         // HTTP/1.0 message with transfer-encoding has faulty framing too (RFC 9112 6.1).
-        if headers.remove(CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+        if fields.content_length != ContentLength::Absent {
+            headers.remove(CONTENT_LENGTH);
             keep_alive = false;
         }
-        if final_coding_is_chunked(headers) {
+        if version == Version::HTTP_10 {
+            keep_alive = false;
+        }
+        if fields.chunked_last {
             BodyFraming::Chunked
         } else {
             BodyFraming::UntilClose
         }
-    } else if let Some(n) = content_length(headers)? {
-        normalise_content_length(headers, n);
-        if n == 0 {
-            BodyFraming::Empty
-        } else {
-            BodyFraming::Length(n)
-        }
     } else {
-        BodyFraming::UntilClose
+        match fields.content_length {
+            ContentLength::Invalid => return Err(ResponseError::ContentLength),
+            ContentLength::Absent => BodyFraming::UntilClose,
+            ContentLength::Valid(n) => {
+                if !fields.content_length_plain {
+                    // Repeated or list-valued: folded into one plain field, so that whoever
+                    // reads the forwarded response sees a single, unambiguous length.
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                if n == 0 {
+                    BodyFraming::Empty
+                } else {
+                    BodyFraming::Length(n)
+                }
+            }
+        }
     };
     if framing == BodyFraming::UntilClose {
         keep_alive = false;
@@ -350,32 +422,10 @@ fn frame_response(
     })
 }
 
-/// Whether the connection stays open after this message, from its version and Connection
-/// tokens: HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
-fn connection_keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        list_tokens(headers, &CONNECTION).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-    };
-    if has("close") {
-        return false;
-    }
-    version == Version::HTTP_11 || has("keep-alive")
-}
-
-/// Whether the last transfer coding, over every transfer-encoding header, is `chunked`.
-fn final_coding_is_chunked(headers: &HeaderMap) -> bool {
-    list_tokens(headers, &TRANSFER_ENCODING)
-        .last()
-        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The non-empty elements of a comma-separated header list, over every header of that name,
-/// with optional whitespace trimmed.
-fn list_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+/// The non-empty elements of one comma-separated header value, optional whitespace trimmed.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
         .map(trim_ows)
         .filter(|t| !t.is_empty())
 }
@@ -415,19 +465,6 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
         let digit = char::from(b).to_digit(10)?;
         n.checked_mul(10)?.checked_add(u64::from(digit))
     })
-}
-
-/// Folds repeated or list-valued content-lengths into one plain header, so that whoever reads
-/// the forwarded response sees a single, unambiguous length.
-fn normalise_content_length(headers: &mut HeaderMap, n: u64) {
-    let mut values = headers.get_all(CONTENT_LENGTH).iter();
-    let plain = values
-        .next()
-        .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit))
-        && values.next().is_none();
-    if !plain {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-    }
 }
 
 /// Incremental decoder of a chunked body.
