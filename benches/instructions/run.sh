@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, for Portico, HAProxy and nginx, counted by
+# valgrind's callgrind: the same total for the same binary and load whatever else the machine
+# is doing, so a change of a few percent shows where wall-clock and CPU-second figures on a
+# shared 2-core VM cannot. It does not count the kernel's TCP work, which is most of a proxied
+# request's CPU on loopback (see the README's Performance section). See README.md.
+#
+#   benches/instructions/run.sh                  # L4 and L7, three proxies, about 3 minutes
+#   LBS=portico MODES=l7 benches/instructions/run.sh
+#
+# Knobs: LBS ("haproxy nginx portico"), MODES ("l4 l7"), REQUESTS (10000: each LB and mode
+# is run twice, serving REQUESTS and 2 x REQUESTS, and the difference is counted), CONNS (64), PORTICO_BIN (default target/release/portico, built
+# unless SKIP_BUILD=1), OUT_DIR (default /tmp/portico-instructions-<time>).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PEERS=$ROOT/benches/peers
+
+LBS=${LBS:-"haproxy nginx portico"}
+MODES=${MODES:-"l4 l7"}
+REQUESTS=${REQUESTS:-10000}
+CONNS=${CONNS:-64}
+PORTICO_BIN=${PORTICO_BIN:-$ROOT/target/release/portico}
+# Not exported to Portico: every PORTICO_* variable is a config override for it.
+export -n PORTICO_BIN
+OUT_DIR=${OUT_DIR:-/tmp/portico-instructions-$(date +%Y%m%d-%H%M%S)}
+
+# The ports and the backends are those of benches/peers (its config files are reused as they are).
+HOST=127.0.0.1
+L4_PORT=19080
+L7_PORT=19081
+NODE_PORTS=(32001 32002 32003 32004)
+BODY_BYTES=100
+
+log() { echo "[instructions] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# shellcheck source=../lib/procs.sh
+source "$ROOT/benches/lib/procs.sh"
+
+for tool in valgrind callgrind_annotate h2load nginx haproxy curl; do
+    command -v "$tool" >/dev/null ||
+        die "$tool is missing (apt-get install valgrind nghttp2-client nginx libnginx-mod-stream haproxy curl)"
+done
+mkdir -p "$OUT_DIR/backends/logs" "$OUT_DIR/backends/tmp" "$OUT_DIR/nginx/logs" "$OUT_DIR/nginx/tmp"
+if [[ ${SKIP_BUILD:-0} != 1 && $LBS == *portico* ]]; then
+    log "cargo build --release --bin portico"
+    (cd "$ROOT" && cargo build --release --bin portico) >&2
+fi
+
+for i in 1 2 3 4; do
+    mkdir -p "$OUT_DIR/backends/html/node$i"
+    { printf 'node%d ' "$i"; head -c $((BODY_BYTES - 7)) /dev/zero | tr '\0' 'x'; echo; } \
+        >"$OUT_DIR/backends/html/node$i/index.txt"
+done
+chmod -R a+rX "$OUT_DIR"
+# nginx's worker runs as nobody and writes its own callgrind file.
+mkdir -p "$OUT_DIR/callgrind"
+chmod 1777 "$OUT_DIR/callgrind"
+for port in "$L4_PORT" "$L7_PORT" "${NODE_PORTS[@]}"; do
+    port_open "$port" && die "port $port is already in use"
+done
+start backends 0 nginx -p "$OUT_DIR/backends/" -c "$PEERS/backends.conf" -e stderr
+wait_ports "$START_PID" "${NODE_PORTS[@]}" || die "backends did not start; see $OUT_DIR/backends.log"
+
+# total NAME MODE N: the instructions a whole run of the LB under callgrind executes, from
+# start to exit, serving N requests (h2load, CONNS connections; nginx's master and worker are
+# both traced and added up).
+total() {
+    local name=$1 mode=$2 n=$3 port=$L4_PORT cmd
+    [[ $mode == l7 ]] && port=$L7_PORT
+    case $name in
+        haproxy) cmd=(haproxy -db -f "$PEERS/haproxy.cfg") ;;
+        nginx) cmd=(nginx -p "$OUT_DIR/nginx/" -c "$PEERS/nginx.conf" -e stderr) ;;
+        portico) cmd=("$PORTICO_BIN" run --config "$PEERS/portico.toml") ;;
+        *) die "unknown LB $name" ;;
+    esac
+    local out=$OUT_DIR/callgrind/$name.$mode.$n
+    start "$name-$mode-$n" 1 valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
+        --callgrind-out-file="$out.%p" "${cmd[@]}"
+    local pg=$START_PID i
+    # Under valgrind a start takes seconds. The readiness probe is one request, the same for
+    # both runs of a pair, so it cancels out.
+    for ((i = 0; i < 300; i++)); do
+        curl -s --max-time 2 -o /dev/null "http://$HOST:$port/" && break
+        sleep 0.2
+    done
+    local done
+    done=$(h2load --h1 -c"$CONNS" -n"$n" "http://$HOST:$port/" | awk '/^requests:/ {print $8}')
+    # SIGTERM, and time to exit under valgrind (callgrind writes its totals at exit).
+    kill -TERM -- "-$pg" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 -- "-$pg" 2>/dev/null || break
+        sleep 0.1
+    done
+    stop "$pg"
+    [[ $done == "$n" ]] || die "$name $mode: only $done of $n requests succeeded"
+    local sum=0 f count
+    for f in "$out".*; do
+        count=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+        sum=$((sum + ${count:-0}))
+    done
+    ((sum > 0)) || die "$name $mode: no callgrind output in $OUT_DIR"
+    echo "$sum"
+}
+
+# per_request NAME MODE: the difference between a run of 2 x REQUESTS and one of REQUESTS,
+# divided by REQUESTS: start-up, connection set-up and shutdown cancel out.
+per_request() {
+    local one two
+    one=$(total "$1" "$2" "$REQUESTS")
+    two=$(total "$1" "$2" $((2 * REQUESTS)))
+    echo $(((two - one) / REQUESTS))
+}
+
+{
+    echo "### User-space instructions per request ($(date -u +%F), callgrind, h2load --h1 -c$CONNS, runs of $((2 * REQUESTS)) minus runs of $REQUESTS requests)"
+    echo
+    echo "| proxy | $(for m in $MODES; do printf '%s | ' "$m"; done)"
+    echo "|---|$(for _ in $MODES; do printf -- '---:|'; done)"
+} | tee "$OUT_DIR/results.md"
+for name in $LBS; do
+    row="| $name |"
+    for mode in $MODES; do
+        log "$name $mode"
+        row="$row $(per_request "$name" "$mode") |"
+    done
+    echo "$row" | tee -a "$OUT_DIR/results.md"
+done
+log "results in $OUT_DIR"
