@@ -154,6 +154,26 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     Some(i)
 }
 
+/// Whether a field goes no further than this hop: one of the hop-by-hop names, or a `TE` other
+/// than `trailers` (as [`remove_hop_by_hop`] decides, without the fields Connection names).
+pub(crate) fn is_hop_by_hop(name: &HeaderName, value: &HeaderValue) -> bool {
+    hop_by_hop_index(name).is_some()
+        || (*name == TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+}
+
+/// The field a Connection token names, when it is not one that goes anyway (a hop-by-hop name
+/// or `te`); `close` names a field `close` (as [`remove_hop_by_hop`] decides).
+pub(crate) fn connection_named(token: &[u8]) -> Option<HeaderName> {
+    let goes_anyway = token.eq_ignore_ascii_case(TE.as_str().as_bytes())
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()));
+    if goes_anyway {
+        return None;
+    }
+    HeaderName::from_bytes(token).ok()
+}
+
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds what is there, so a message without hop-by-hop headers
     // (most requests) costs no lookups for each of them.

@@ -140,7 +140,11 @@ fn respond(
                 access,
             };
             let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-            headers::to_client(&mut parts.headers, upgrade);
+            // The HTTP/1.1 client codec leaves hop-by-hop fields out of the heads it parses
+            // (all but a 101's, which the upgrade rewrites here).
+            if upgrade || !matches!(body, Inner::H1(_)) {
+                headers::to_client(&mut parts.headers, upgrade);
+            }
             Response::from_parts(parts, ResponseBody::new(body, finish))
         }
         Err(failure) => {

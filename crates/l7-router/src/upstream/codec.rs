@@ -13,6 +13,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 
+use crate::headers;
+
 /// A response head (and a chunked body's trailer section) larger than this is refused: a
 /// backend cannot make us buffer without bound.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -141,10 +143,12 @@ pub(crate) fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>)
 /// A parsed response head with the framing of the body that follows it.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
-    /// Status, version (HTTP_10 or HTTP_11) and every header as received (hop-by-hop ones
-    /// included; the proxy strips those itself), except that a content-length next to a
-    /// transfer-encoding is removed and duplicate content-lengths are folded into one.
-    /// Header values are zero-copy slices of the head's bytes.
+    /// Status, version (HTTP_10 or HTTP_11) and the header fields as received, except that
+    /// hop-by-hop fields (and those the Connection field names) are left out, a content-length
+    /// next to a transfer-encoding is removed and duplicate content-lengths are folded into
+    /// one. A 101 (Switching Protocols) keeps every field: the upgrade needs its Connection
+    /// and Upgrade, and the proxy rewrites them itself. Header values are zero-copy slices of
+    /// the head's bytes.
     pub response: Response<()>,
     pub framing: BodyFraming,
     /// The connection can carry another request once this response's body is read to its end.
@@ -278,7 +282,7 @@ fn parse_one_head(buf: &mut BytesMut) -> Result<Option<Head>, ResponseError> {
         })
         .collect();
     let head = buf.split_to(head_len).freeze();
-    let (headers, fields) = header_map(&head, &indices)?;
+    let (headers, fields) = header_map(&head, &indices, status != StatusCode::SWITCHING_PROTOCOLS)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -302,6 +306,9 @@ struct FramingFields {
     content_length: ContentLength,
     /// Exactly one content-length field, of digits only (nothing to fold).
     content_length_plain: bool,
+    /// Fields the Connection field names, besides the hop-by-hop ones that go anyway (empty,
+    /// without an allocation, for the usual `keep-alive`).
+    named: Vec<HeaderName>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +325,9 @@ impl FramingFields {
             for token in list_elements(value) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                if let Some(name) = headers::connection_named(token) {
+                    self.named.push(name);
+                }
             }
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
@@ -341,9 +351,14 @@ impl FramingFields {
 }
 
 /// Builds the header map, each value a zero-copy slice of `head`, noting the framing fields.
+/// With `hop_by_hop_out`, hop-by-hop fields and those Connection names are left out: deciding
+/// that while the map is built costs a name compare per field, where removing them from the
+/// map afterwards costs a pass over it and a lookup for each (a tenth of the work of a
+/// response head).
 fn header_map(
     head: &Bytes,
     indices: &[HeaderIndices],
+    hop_by_hop_out: bool,
 ) -> Result<(HeaderMap, FramingFields), ResponseError> {
     let mut map = HeaderMap::with_capacity(indices.len());
     let mut fields = FramingFields::default();
@@ -353,7 +368,15 @@ fn header_map(
         let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1))
             .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderValue))?;
         fields.note(&name, value.as_bytes());
+        if hop_by_hop_out && headers::is_hop_by_hop(&name, &value) {
+            continue;
+        }
         map.append(name, value);
+    }
+    if hop_by_hop_out {
+        for name in &fields.named {
+            map.remove(name);
+        }
     }
     Ok((map, fields))
 }

@@ -247,7 +247,29 @@ fn transfer_encoding_with_content_length() {
     assert_eq!(head.framing, BodyFraming::Chunked);
     assert!(!head.keep_alive);
     assert!(!head.response.headers().contains_key(CONTENT_LENGTH));
-    assert!(head.response.headers().contains_key(TRANSFER_ENCODING));
+    // Transfer-encoding is hop-by-hop: the proxy frames the body to the client itself.
+    assert!(!head.response.headers().contains_key(TRANSFER_ENCODING));
+}
+
+#[test]
+fn hop_by_hop_fields_are_left_out() {
+    let (head, _) = complete(
+        b"HTTP/1.1 200 OK\r\nX-Before: 1\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Before, X-After\r\n\
+          Proxy-Connection: x\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTE: gzip\r\nX-After: 2\r\n\
+          X-Kept: 3\r\nContent-Length: 0\r\n\r\n",
+    );
+    let mut names: Vec<&str> = head.response.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "x-kept"]);
+    assert!(head.keep_alive);
+    // `close` names a field `close` too; `te: trailers` is end to end.
+    let (head, _) = complete(
+        b"HTTP/1.1 200 OK\r\nClose: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+    let mut names: Vec<&str> = head.response.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "te"]);
+    assert!(!head.keep_alive);
 }
 
 #[test]
@@ -344,6 +366,9 @@ fn switching_protocols() {
     assert_eq!(head.framing, BodyFraming::Empty);
     assert!(!head.keep_alive);
     assert_eq!(&rest[..], b"\x81\x00");
+    // Kept for the proxy, which rewrites an upgrade's Connection and Upgrade itself.
+    assert_eq!(head.response.headers()["upgrade"], "websocket");
+    assert_eq!(head.response.headers()["connection"], "upgrade");
 }
 
 #[test]
