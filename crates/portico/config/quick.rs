@@ -46,8 +46,10 @@ enum Value<'a> {
 #[derive(Debug, Default)]
 struct Table<'a> {
     entries: Vec<(&'a str, Value<'a>)>,
-    /// Key -> position in `entries`, once there are `INDEX_FROM` of them.
-    index: HashMap<&'a str, usize>,
+    /// Key -> position in `entries`, once there are `INDEX_FROM` of them (boxed: most tables
+    /// never get one, and values move a lot while the tree is built and read).
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<&'a str, usize>>>,
     /// Defined by its own header (or the root, or an element of an array of tables); a table
     /// only created on the way to a sub-table's header may still get its header once.
     defined: bool,
@@ -64,10 +66,9 @@ impl<'a> Table<'a> {
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        if self.index.is_empty() {
-            self.entries.iter().position(|(k, _)| *k == key)
-        } else {
-            self.index.get(key).copied()
+        match &self.index {
+            None => self.entries.iter().position(|(k, _)| *k == key),
+            Some(index) => index.get(key).copied(),
         }
     }
 
@@ -78,15 +79,11 @@ impl<'a> Table<'a> {
         }
         let i = self.entries.len();
         self.entries.push((key, value));
-        if !self.index.is_empty() {
-            self.index.insert(key, i);
+        if let Some(index) = &mut self.index {
+            index.insert(key, i);
         } else if self.entries.len() >= INDEX_FROM {
-            self.index = self
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (*k, i))
-                .collect();
+            let index = self.entries.iter().enumerate().map(|(i, (k, _))| (*k, i));
+            self.index = Some(Box::new(index.collect()));
         }
         Some(i)
     }
