@@ -11,8 +11,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::proxy::RequestHost;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-/// `Connection: close` names a header `close` too (RFC 9110 §7.6.1), which goes with it.
-const CLOSE: HeaderName = HeaderName::from_static("close");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
 const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
@@ -154,15 +152,19 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     Some(i)
 }
 
-/// Whether a field goes no further than this hop: one of the hop-by-hop names, or a `TE` other
-/// than `trailers` (as [`remove_hop_by_hop`] decides, without the fields Connection names).
+/// Whether a field goes no further than this hop: one of the hop-by-hop names, or a `TE`
+/// field other than `trailers` (gRPC needs `te: trailers`, the one TE value that is end to end
+/// in practice). Fields that Connection names go too: see [`connection_named`].
 pub(crate) fn is_hop_by_hop(name: &HeaderName, value: &HeaderValue) -> bool {
-    hop_by_hop_index(name).is_some()
-        || (*name == TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    hop_by_hop_index(name).is_some() || (*name == TE && !is_te_trailers(value))
+}
+
+fn is_te_trailers(value: &HeaderValue) -> bool {
+    value.as_bytes().eq_ignore_ascii_case(b"trailers")
 }
 
 /// The field a Connection token names, when it is not one that goes anyway (a hop-by-hop name
-/// or `te`); `close` names a field `close` (as [`remove_hop_by_hop`] decides).
+/// or `te`). `close` names a field `close` too (RFC 9110 §7.6.1), which goes with it.
 pub(crate) fn connection_named(token: &[u8]) -> Option<HeaderName> {
     let goes_anyway = token.eq_ignore_ascii_case(TE.as_str().as_bytes())
         || HOP_BY_HOP
@@ -174,6 +176,28 @@ pub(crate) fn connection_named(token: &[u8]) -> Option<HeaderName> {
     HeaderName::from_bytes(token).ok()
 }
 
+/// The non-empty elements of one comma-separated field value, optional whitespace trimmed.
+pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// `s` without the optional whitespace (spaces and tabs) around it.
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Removes the hop-by-hop fields of a message that is already in a map (requests from hyper,
+/// responses from HTTP/2 backends): the rules of [`is_hop_by_hop`] and [`connection_named`],
+/// which the HTTP/1.1 client codec applies to response heads as it parses them.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds what is there, so a message without hop-by-hop headers
     // (most requests) costs no lookups for each of them.
@@ -189,27 +213,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         // Headers named in Connection are hop-by-hop too. The usual tokens (`keep-alive`,
         // `upgrade`) name headers of the list above, which go anyway: only others are
         // collected (no allocation for the usual ones).
-        let mut named: Vec<HeaderName> = Vec::new();
-        let tokens = headers
+        let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
-        for token in tokens {
-            let listed = token.eq_ignore_ascii_case(TE.as_str())
-                || HOP_BY_HOP
-                    .iter()
-                    .any(|h| token.eq_ignore_ascii_case(h.as_str()));
-            if listed {
-                continue;
-            }
-            if token.eq_ignore_ascii_case(CLOSE.as_str()) {
-                named.push(CLOSE);
-            } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
-            }
-        }
+            .flat_map(|v| list_elements(v.as_bytes()))
+            .filter_map(connection_named)
+            .collect();
         for name in named {
             headers.remove(name);
         }
@@ -219,12 +228,18 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    if te
-        && !headers
-            .get(TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
+    if te {
+        // TE is a list of fields: each one is judged alone, as the codec judges it.
+        let kept: Vec<HeaderValue> = headers
+            .get_all(TE)
+            .iter()
+            .filter(|v| is_te_trailers(v))
+            .cloned()
+            .collect();
         headers.remove(TE);
+        for value in kept {
+            headers.append(TE, value);
+        }
     }
 }
 

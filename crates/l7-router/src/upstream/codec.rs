@@ -146,9 +146,7 @@ pub(crate) struct ResponseHead {
     /// Status, version (HTTP_10 or HTTP_11) and the header fields as received, except that
     /// hop-by-hop fields (and those the Connection field names) are left out, a content-length
     /// next to a transfer-encoding is removed and duplicate content-lengths are folded into
-    /// one. A 101 (Switching Protocols) keeps every field: the upgrade needs its Connection
-    /// and Upgrade, and the proxy rewrites them itself. Header values are zero-copy slices of
-    /// the head's bytes.
+    /// one. Header values are zero-copy slices of the head's bytes.
     pub response: Response<()>,
     pub framing: BodyFraming,
     /// The connection can carry another request once this response's body is read to its end.
@@ -198,6 +196,10 @@ pub(crate) enum ResponseError {
     Chunk(&'static str),
     #[error("the backend's chunked body has a malformed trailer section")]
     Trailers(#[source] httparse::Error),
+    /// Upgrade requests go through hyper's client; a 101 here answers a request that asked
+    /// for none, and has no tunnel behind it (RFC 9110 §15.2.2).
+    #[error("the backend switched protocols though the request asked for no upgrade")]
+    UnaskedUpgrade,
 }
 
 /// Where one header's name and value sit in the head's bytes, so that the values can be cut
@@ -208,9 +210,10 @@ struct HeaderIndices {
     value: (usize, usize),
 }
 
-/// Parses the response head at the start of `buf`. Interim 1xx responses other than 101 are
-/// consumed and skipped (the proxy does not forward them). On `Complete` the head's bytes are
-/// split off `buf`, and whatever follows them (body bytes, even the next response) stays there.
+/// Parses the response head at the start of `buf`. Interim 1xx responses are consumed and
+/// skipped (the proxy does not forward them); a 101 is an error here (see
+/// [`ResponseError::UnaskedUpgrade`]). On `Complete` the head's bytes are split off `buf`, and
+/// whatever follows them (body bytes, even the next response) stays there.
 pub(crate) fn parse_response_head(
     buf: &mut BytesMut,
     request_method: &Method,
@@ -256,7 +259,10 @@ fn parse_one_head(buf: &mut BytesMut) -> Result<Option<Head>, ResponseError> {
     let code = parsed
         .code
         .ok_or(ResponseError::Malformed(httparse::Error::Status))?;
-    if (100..200).contains(&code) && code != 101 {
+    if code == 101 {
+        return Err(ResponseError::UnaskedUpgrade);
+    }
+    if (100..200).contains(&code) {
         buf.advance(head_len);
         return Ok(Some(Head::Interim));
     }
@@ -282,7 +288,7 @@ fn parse_one_head(buf: &mut BytesMut) -> Result<Option<Head>, ResponseError> {
         })
         .collect();
     let head = buf.split_to(head_len).freeze();
-    let (headers, fields) = header_map(&head, &indices, status != StatusCode::SWITCHING_PROTOCOLS)?;
+    let (headers, fields) = header_map(&head, &indices)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -322,7 +328,7 @@ enum ContentLength {
 impl FramingFields {
     fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if name == CONNECTION {
-            for token in list_elements(value) {
+            for token in headers::list_elements(value) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 if let Some(name) = headers::connection_named(token) {
@@ -331,7 +337,7 @@ impl FramingFields {
             }
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
-            if let Some(last) = list_elements(value).last() {
+            if let Some(last) = headers::list_elements(value).last() {
                 self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
         } else if name == CONTENT_LENGTH {
@@ -339,8 +345,10 @@ impl FramingFields {
                 && !value.is_empty()
                 && value.iter().all(u8::is_ascii_digit);
             for element in value.split(|&b| b == b',') {
-                self.content_length = match (self.content_length, parse_decimal(trim_ows(element)))
-                {
+                self.content_length = match (
+                    self.content_length,
+                    parse_decimal(headers::trim_ows(element)),
+                ) {
                     (ContentLength::Invalid, _) | (_, None) => ContentLength::Invalid,
                     (ContentLength::Valid(l), Some(n)) if l != n => ContentLength::Invalid,
                     (_, Some(n)) => ContentLength::Valid(n),
@@ -351,14 +359,12 @@ impl FramingFields {
 }
 
 /// Builds the header map, each value a zero-copy slice of `head`, noting the framing fields.
-/// With `hop_by_hop_out`, hop-by-hop fields and those Connection names are left out: deciding
-/// that while the map is built costs a name compare per field, where removing them from the
-/// map afterwards costs a pass over it and a lookup for each (a tenth of the work of a
-/// response head).
+/// Hop-by-hop fields and those Connection names are left out: deciding that while the map is
+/// built costs a name compare per field, where removing them from the map afterwards costs a
+/// pass over it and a lookup for each (a tenth of the work of a response head).
 fn header_map(
     head: &Bytes,
     indices: &[HeaderIndices],
-    hop_by_hop_out: bool,
 ) -> Result<(HeaderMap, FramingFields), ResponseError> {
     let mut map = HeaderMap::with_capacity(indices.len());
     let mut fields = FramingFields::default();
@@ -368,15 +374,13 @@ fn header_map(
         let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1))
             .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderValue))?;
         fields.note(&name, value.as_bytes());
-        if hop_by_hop_out && headers::is_hop_by_hop(&name, &value) {
+        if headers::is_hop_by_hop(&name, &value) {
             continue;
         }
         map.append(name, value);
     }
-    if hop_by_hop_out {
-        for name in &fields.named {
-            map.remove(name);
-        }
+    for name in &fields.named {
+        map.remove(name);
     }
     Ok((map, fields))
 }
@@ -396,10 +400,6 @@ fn frame_response(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now speaks another protocol: never back in the pool.
-            keep_alive = false;
-        }
         BodyFraming::Empty
     } else if fields.transfer_encoding {
         // Both framings at once is how request smuggling starts: transfer-encoding wins, the
@@ -422,7 +422,8 @@ fn frame_response(
             ContentLength::Invalid => return Err(ResponseError::ContentLength),
             ContentLength::Absent => BodyFraming::UntilClose,
             ContentLength::Valid(n) => {
-                if !fields.content_length_plain {
+                // (Unless Connection named it: then it goes, as the other fields it names.)
+                if !fields.content_length_plain && headers.contains_key(CONTENT_LENGTH) {
                     // Repeated or list-valued: folded into one plain field, so that whoever
                     // reads the forwarded response sees a single, unambiguous length.
                     headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
@@ -445,31 +446,14 @@ fn frame_response(
     })
 }
 
-/// The non-empty elements of one comma-separated header value, optional whitespace trimmed.
-fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|t| !t.is_empty())
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
 /// The content-length of a message: `None` when there is none, an error unless every value
 /// (repeated headers and comma-separated lists alike) is the same valid decimal number.
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ResponseError> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for element in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(trim_ows(element)).ok_or(ResponseError::ContentLength)?;
+            let n =
+                parse_decimal(headers::trim_ows(element)).ok_or(ResponseError::ContentLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(ResponseError::ContentLength);
             }
@@ -674,7 +658,7 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ResponseError> {
             .and_then(|s| s.checked_add(u64::from(digit)))
             .ok_or(ResponseError::Chunk("chunk size overflows u64"))?;
     }
-    let rest = trim_ows(&line[digits..]);
+    let rest = headers::trim_ows(&line[digits..]);
     match rest.split_first() {
         None => Ok(size),
         Some((b';', ext)) if ext.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {

@@ -359,16 +359,70 @@ fn interim_responses_are_skipped() {
 }
 
 #[test]
-fn switching_protocols() {
-    let (head, rest) =
-        complete(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x00");
-    assert_eq!(head.response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    assert_eq!(head.framing, BodyFraming::Empty);
-    assert!(!head.keep_alive);
-    assert_eq!(&rest[..], b"\x81\x00");
-    // Kept for the proxy, which rewrites an upgrade's Connection and Upgrade itself.
-    assert_eq!(head.response.headers()["upgrade"], "websocket");
-    assert_eq!(head.response.headers()["connection"], "upgrade");
+fn a_switch_of_protocols_nobody_asked_for_is_refused() {
+    // Upgrade requests go through hyper's client: a 101 here would have no tunnel behind it.
+    assert!(matches!(
+        error(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+        ResponseError::UnaskedUpgrade
+    ));
+}
+
+/// The fields of `head` as the proxy forwarded them before the codec left hop-by-hop ones
+/// out: every field in a map, then `headers::to_client`.
+fn forwarded_by_to_client(head: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut fields);
+    assert!(parsed.parse(head).unwrap().is_complete());
+    let mut map = HeaderMap::new();
+    for field in parsed.headers.iter() {
+        map.append(
+            http::HeaderName::from_bytes(field.name.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(field.value).unwrap(),
+        );
+    }
+    crate::headers::to_client(&mut map, false);
+    sorted(&map)
+}
+
+fn sorted(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    let mut fields: Vec<_> = map
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    fields.sort();
+    fields
+}
+
+#[test]
+fn hop_by_hop_fields_go_as_to_client_takes_them_out() {
+    let heads: [&[u8]; 9] = [
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Secret: s\r\nConnection: X-Secret , close\r\nClose: c\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTE: trailers\r\nTE: gzip\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTE: gzip\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: te, upgrade, keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nProxy-Connection: x\r\nProxy-Authenticate: Basic\r\nProxy-Authorization: y\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: x-a,,x-b\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: x-secret, caf\xc3\xa9\r\nX-Secret: s\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+    ];
+    for head in heads {
+        let (parsed, _) = complete(head);
+        assert_eq!(
+            sorted(parsed.response.headers()),
+            forwarded_by_to_client(head),
+            "in {}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
+
+#[test]
+fn a_content_length_connection_names_is_not_folded_back() {
+    let (head, _) =
+        complete(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5, 5\r\n\r\n");
+    assert_eq!(head.framing, BodyFraming::Length(5));
+    assert!(!head.response.headers().contains_key(CONTENT_LENGTH));
 }
 
 #[test]
