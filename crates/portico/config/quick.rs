@@ -21,6 +21,12 @@ use super::raw::RawConfig;
 
 /// Arrays and inline tables nest at most this deep here (deeper ones go to toml).
 const MAX_DEPTH: usize = 32;
+/// A table header names at most this many keys here (Portico's deepest is 4, as in
+/// `[pools.NAME.health]`; longer ones go to toml, which refuses them cleanly, where a tree that
+/// deep would be freed by recursion).
+const MAX_HEADER_KEYS: usize = 8;
+/// i64::MAX has 19 decimal digits: more cannot fit.
+const MAX_I64_DIGITS: usize = 19;
 /// A table gets a hash index of its keys once it holds this many (`pools` holds 1,000; a route
 /// three or four, for which a scan is faster than hashing).
 const INDEX_FROM: usize = 16;
@@ -215,6 +221,9 @@ impl<'a> Parser<'a> {
         let array = self.expect(b'[').is_some();
         let mut path = Vec::new();
         loop {
+            if path.len() == MAX_HEADER_KEYS {
+                return None;
+            }
             self.skip_spaces();
             path.push(self.key()?);
             self.skip_spaces();
@@ -298,7 +307,10 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
         let digits = &self.text[start..self.pos];
-        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) || digits.len() > 19 {
+        if digits.is_empty()
+            || (digits.len() > 1 && digits.starts_with('0'))
+            || digits.len() > MAX_I64_DIGITS
+        {
             return None;
         }
         self.delimited()?;

@@ -150,12 +150,52 @@ fn the_subset_reads_as_toml_does() {
             "read, though outside TOML or the subset:\n{text}"
         );
     }
-    let deep = format!(
-        "[runtime]\nworker_threads = {}1{}\n",
-        "[".repeat(40),
-        "]".repeat(40)
-    );
-    assert!(!agrees(&deep));
+}
+
+/// The reader's own view of a text: its tree, before serde (whose errors would hide a rule
+/// the reader failed to apply).
+fn reads(text: &str) -> bool {
+    super::Parser { text, pos: 0 }.document().is_some()
+}
+
+#[test]
+fn toml_rules_are_applied_by_the_reader_itself() {
+    for text in [
+        "[a]\n[a]\n",
+        "a = 1\na = 2\n",
+        "[a]\nx = {}\n[a.x.y]\n",
+        "[a]\nx = { k = 1 }\n[a.x]\n",
+        "[[a]]\n[a]\n",
+        "[a]\n[[a]]\n",
+        "a = []\n[[a]]\n",
+        "a = []\n[a.b]\n",
+        "a = 1\n[a.b]\n",
+        "[a.b]\n[a]\nb = 1\n",
+        "x = 1979-05-27\n",
+        "x = { a = 1, a = 2 }\n",
+    ] {
+        assert!(!reads(text), "read, though TOML forbids it:\n{text}");
+    }
+    for text in [
+        "[a.b]\n[a]\nc = 1\n",
+        "[[a]]\n[a.b]\n[[a]]\n[a.b]\n",
+        "a = [[1], []]\n",
+    ] {
+        assert!(reads(text), "refused, though TOML allows it:\n{text}");
+    }
+}
+
+#[test]
+fn nesting_and_header_paths_are_bounded() {
+    let nested = |n: usize| format!("a = {}1{}\n", "[".repeat(n), "]".repeat(n));
+    assert!(reads(&nested(super::MAX_DEPTH)));
+    assert!(!reads(&nested(super::MAX_DEPTH + 1)));
+    let header = |n: usize| format!("[{}]\n", vec!["k"; n].join("."));
+    assert!(reads(&header(super::MAX_HEADER_KEYS)));
+    assert!(!reads(&header(super::MAX_HEADER_KEYS + 1)));
+    // Far beyond both: refused at once, not built and freed by recursion.
+    assert!(!reads(&header(100_000)));
+    assert!(!reads(&nested(100_000)));
 }
 
 /// A small xorshift generator: the same mutations in every run.
