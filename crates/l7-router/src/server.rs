@@ -156,6 +156,7 @@ async fn serve_http<I>(
 {
     let info = Arc::new(ConnInfo::new(peer, tls, Arc::clone(shared), source));
     let io = HeadDeadline::new(io, Arc::clone(&info), config.header_timeout);
+    let clock_info = Arc::clone(&info);
     let service = service_fn(move |req| proxy::handle(req, Arc::clone(&info)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header timer (and no timer, so none by default either): `HeadDeadline` keeps
@@ -179,13 +180,26 @@ async fn serve_http<I>(
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = until_stopped(conn, &stop, |conn| conn.graceful_shutdown()).await;
+    // A connection still waiting for its first request when the stop comes has a client that
+    // just connected, and a request on its way: hyper would close it unread (it counts as
+    // idle), so the shutdown waits for that request, which is then answered with
+    // `Connection: close` (nginx does the same; HTTP/2's preface turns the clock off, so an
+    // HTTP/2 connection gets its GOAWAY as soon as it is seen). `header_timeout` and
+    // `shutdown_grace` bound the wait.
+    let result = until_stopped(
+        conn,
+        &stop,
+        || !clock_info.clock.is_fresh(),
+        |conn| conn.graceful_shutdown(),
+    )
+    .await;
     if let Err(err) = result {
         tracing::debug!(listener = %shared.name, %peer, error = %err, "client connection ended with an error");
     }
 }
 
-/// Drives `conn` to its end, calling `shut_down` on it once `stop` fires (then driving it on).
+/// Drives `conn` to its end, calling `shut_down` on it once `stop` fires and `may_shut_down`
+/// says so (asked again each time the connection is woken after that), then driving it on.
 ///
 /// The connection's task is woken for every read and write, and polling a cancellation future
 /// takes two locks: it is polled only when it is what woke the task (its waker is
@@ -193,6 +207,7 @@ async fn serve_http<I>(
 async fn until_stopped<C: Future>(
     mut conn: Pin<&mut C>,
     stop: &CancellationToken,
+    may_shut_down: impl Fn() -> bool,
     shut_down: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     let wake = Arc::new(StopWake {
@@ -202,18 +217,28 @@ async fn until_stopped<C: Future>(
     let stop_waker = Waker::from(Arc::clone(&wake));
     let stopping = stop.cancelled();
     tokio::pin!(stopping);
+    let mut stopped = false;
     let mut shut_down = Some(shut_down);
     std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(output) = conn.as_mut().poll(cx) {
                 return Poll::Ready(output);
             }
-            if shut_down.is_none() || !wake.woken.swap(false, Ordering::AcqRel) {
+            if shut_down.is_none() {
                 return Poll::Pending;
             }
-            wake.set_task(cx.waker());
-            let mut stop_cx = Context::from_waker(&stop_waker);
-            if stopping.as_mut().poll(&mut stop_cx).is_pending() {
+            if !stopped {
+                if !wake.woken.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                wake.set_task(cx.waker());
+                let mut stop_cx = Context::from_waker(&stop_waker);
+                if stopping.as_mut().poll(&mut stop_cx).is_pending() {
+                    return Poll::Pending;
+                }
+                stopped = true;
+            }
+            if !may_shut_down() {
                 return Poll::Pending;
             }
             if let Some(shut_down) = shut_down.take() {
@@ -301,10 +326,15 @@ mod tests {
                     waker,
                 };
                 tokio::pin!(conn);
-                let output = until_stopped(conn, &stop, |mut c| {
-                    shut_downs += 1;
-                    c.shut_down = true;
-                })
+                let output = until_stopped(
+                    conn,
+                    &stop,
+                    || true,
+                    |mut c| {
+                        shut_downs += 1;
+                        c.shut_down = true;
+                    },
+                )
                 .await;
                 (output, shut_downs)
             }
@@ -326,11 +356,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_shutdown_waits_until_the_connection_may_be_shut_down() {
+        let stop = CancellationToken::new();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let may = Arc::new(AtomicBool::new(false));
+        let shut_downs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (stop, polls, waker) = (stop.clone(), Arc::clone(&polls), Arc::clone(&waker));
+            let (may, shut_downs) = (Arc::clone(&may), Arc::clone(&shut_downs));
+            async move {
+                let conn = FakeConnection {
+                    shut_down: false,
+                    polls,
+                    waker,
+                };
+                tokio::pin!(conn);
+                let may_shut_down = move || may.load(Ordering::SeqCst);
+                until_stopped(conn, &stop, may_shut_down, |mut c| {
+                    shut_downs.fetch_add(1, Ordering::SeqCst);
+                    c.shut_down = true;
+                })
+                .await
+            }
+        });
+        while polls.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        // Stopped, but not yet allowed: woken by its own IO, the connection goes on.
+        for woken in 2..=4 {
+            while polls.load(Ordering::SeqCst) < woken {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(shut_downs.load(Ordering::SeqCst), 0);
+            if woken < 4 {
+                waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+            }
+        }
+        assert!(!task.is_finished());
+        // Allowed (its first request started): the next wake-up shuts it down.
+        may.store(true, Ordering::SeqCst);
+        waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(ended.expect("it ends").unwrap(), "shut down");
+        assert_eq!(shut_downs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_connection_that_ends_by_itself_is_not_shut_down() {
         let stop = CancellationToken::new();
         let conn = std::future::ready("done");
         tokio::pin!(conn);
-        let output = until_stopped(conn, &stop, |_| panic!("no shutdown without stop")).await;
+        let output =
+            until_stopped(conn, &stop, || true, |_| panic!("no shutdown without stop")).await;
         assert_eq!(output, "done");
     }
 }

@@ -1,6 +1,7 @@
 //! Running an http listener: access log lines, route changes by SIGHUP applying to the next
 //! request on a kept-alive connection (HTTP/1.1 and HTTP/2), and the request metrics.
 
+use std::io::Read;
 use std::time::Duration;
 
 use super::{H2Connection, echoed, keep_alive_get, pools_of};
@@ -289,4 +290,56 @@ fn metrics_count_requests_by_route_and_code_with_a_duration_histogram() {
     // The 504 took the route's 300 ms: nothing in the 0.25 s bucket, at most 2.5 s (a busy machine is slow).
     assert_eq!(bucket("slow", "0.25"), Some(0.0), "{m}");
     assert_eq!(bucket("slow", "2.5"), Some(1.0), "{m}");
+}
+
+/// A connection Portico accepted before a graceful stop (SIGTERM, or the old process of a
+/// binary upgrade) has a client whose request may still be on its way: it is answered, with
+/// `Connection: close`, not cut unread. A kept-alive connection between requests is closed.
+#[test]
+fn sigterm_answers_the_first_request_of_a_connection_it_had_accepted() {
+    let app = HttpBackend::start("app");
+    let other = HttpBackend::start("other");
+    let mut portico = Portico::start(&reroute_config(&app, &other, "app"));
+    let web = portico.addr("web");
+    let mut kept = connect(web);
+    let r = keep_alive_get(&mut kept, "app.test", "/app/1");
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut fresh = connect(web);
+    // Both are Portico's (accepted, not still in the listen backlog) before the stop.
+    let accepted = (0..200).any(|_| {
+        let metrics = http(portico.admin_addr(), "GET", "/metrics", &[], None).body;
+        let active = sample(
+            &metrics,
+            "portico_connections_active",
+            &[("listener", "web")],
+        );
+        active == Some(2.0) || {
+            std::thread::sleep(Duration::from_millis(25));
+            false
+        }
+    });
+    assert!(accepted, "both connections were accepted");
+
+    portico.signal("TERM");
+    assert!(
+        portico
+            .wait_for_log(|l| l.contains("stopped accepting"), WAIT)
+            .is_some(),
+        "{}",
+        portico.log_text()
+    );
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(kept.read(&mut buf), Ok(0) | Err(_)),
+        "the idle kept-alive connection is closed"
+    );
+    let r = keep_alive_get(&mut fresh, "app.test", "/app/2");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert!(
+        matches!(fresh.read(&mut buf), Ok(0)),
+        "closed after its answer"
+    );
+    assert_eq!(app.requests(), 2);
+    assert_eq!(portico.wait_exit(WAIT).code(), Some(0));
 }

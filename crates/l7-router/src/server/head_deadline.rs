@@ -26,6 +26,8 @@ use crate::proxy::ConnInfo;
 const IN_REQUEST: u64 = u64::MAX;
 /// The state of a [`HeadClock`]: no heads on this connection (HTTP/2, upgraded).
 const OFF: u64 = u64::MAX - 1;
+/// The state of a [`HeadClock`]: the connection's first head is awaited (since `base`).
+const FRESH: u64 = u64::MAX - 2;
 /// How an HTTP/2 connection starts (RFC 9113 §3.4); no HTTP/1 request starts this way.
 const H2_PREFACE_START: &[u8] = b"PRI ";
 
@@ -33,7 +35,8 @@ const H2_PREFACE_START: &[u8] = b"PRI ";
 #[derive(Debug)]
 pub(crate) struct HeadClock {
     base: Instant,
-    /// Microseconds after `base` since when a head is awaited, or [`IN_REQUEST`], or [`OFF`].
+    /// Microseconds after `base` since when a head is awaited, or [`FRESH`], [`IN_REQUEST`] or
+    /// [`OFF`].
     state: AtomicU64,
 }
 
@@ -42,7 +45,7 @@ impl HeadClock {
     pub(crate) fn new() -> Self {
         Self {
             base: Instant::now(),
-            state: AtomicU64::new(0),
+            state: AtomicU64::new(FRESH),
         }
     }
 
@@ -54,7 +57,7 @@ impl HeadClock {
     /// A response ended at `now`: the next head is awaited from then.
     pub(crate) fn request_finished(&self, now: Instant) {
         let micros = now.saturating_duration_since(self.base).as_micros();
-        self.set_unless_off(u64::try_from(micros).unwrap_or(OFF - 1).min(OFF - 1));
+        self.set_unless_off(u64::try_from(micros).unwrap_or(FRESH - 1).min(FRESH - 1));
     }
 
     /// No more heads on this connection.
@@ -70,6 +73,12 @@ impl HeadClock {
             });
     }
 
+    /// Whether the connection is still waiting for its first request head: a client that
+    /// connected has a request on its way, which a graceful stop should serve, not cut.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == FRESH
+    }
+
     fn is_off(&self) -> bool {
         self.state.load(Ordering::Relaxed) == OFF
     }
@@ -77,6 +86,7 @@ impl HeadClock {
     fn waiting_since(&self) -> Option<Instant> {
         match self.state.load(Ordering::Relaxed) {
             IN_REQUEST | OFF => None,
+            FRESH => Some(self.base),
             micros => Some(self.base + Duration::from_micros(micros)),
         }
     }
