@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, for Portico, HAProxy and nginx, counted by
-# valgrind's callgrind: two runs of the same binary agree to about 1% whatever else the machine
-# is doing, so a change of a few percent shows where wall-clock and CPU-second figures on a
-# shared 2-core VM cannot. It does not count the kernel's TCP work, which is most of a proxied
+# valgrind's callgrind: two runs of the same binary agree to about 2% on L7 whatever else the
+# machine is doing, so a change of a few percent shows where wall-clock and CPU-second figures
+# on a shared 2-core VM cannot. It does not count the kernel's TCP work, which is most of a proxied
 # request's CPU on loopback (see the README's Performance section). See README.md.
 #
 #   benches/instructions/run.sh                  # L4 and L7, three proxies, about 6 minutes
