@@ -5,10 +5,10 @@
 # on a shared 2-core VM cannot. It does not count the kernel's TCP work, which is most of a proxied
 # request's CPU on loopback (see the README's Performance section). See README.md.
 #
-#   benches/instructions/run.sh                  # L4 and L7, three proxies, about 6 minutes
+#   benches/instructions/run.sh                  # L4 and L7, three proxies, about 10 minutes
 #   LBS=portico MODES=l7 benches/instructions/run.sh
 #
-# Knobs: LBS ("haproxy nginx portico"), MODES ("l4 l7"), REQUESTS (10000: each LB and mode
+# Knobs: LBS ("haproxy nginx portico"), MODES ("l4 l7"), REQUESTS (20000: each LB and mode
 # is run twice, serving REQUESTS and 2 x REQUESTS, and the difference is counted), CONNS (64),
 # PORTICO_BIN (default target/release/portico, built unless SKIP_BUILD=1), OUT_DIR (default
 # /tmp/portico-instructions-<time>).
@@ -20,7 +20,7 @@ PEERS=$ROOT/benches/peers
 
 LBS=${LBS:-"haproxy nginx portico"}
 MODES=${MODES:-"l4 l7"}
-REQUESTS=${REQUESTS:-10000}
+REQUESTS=${REQUESTS:-20000}
 CONNS=${CONNS:-64}
 PORTICO_BIN=${PORTICO_BIN:-$ROOT/target/release/portico}
 # Not exported to Portico: every PORTICO_* variable is a config override for it.
