@@ -27,13 +27,9 @@ PORTICO_BIN=${PORTICO_BIN:-$ROOT/target/release/portico}
 export -n PORTICO_BIN
 OUT_DIR=${OUT_DIR:-/tmp/portico-instructions-$(date +%Y%m%d-%H%M%S)}
 
-# The ports and the backends are those of benches/peers (its config files are reused as they are).
-HOST=127.0.0.1
-L4_PORT=19080
-L7_PORT=19081
-ADMIN_PORT=19099
-NODE_PORTS=(32001 32002 32003 32004)
-BODY_BYTES=100
+# The addresses and backends of benches/peers, whose config files are reused as they are.
+# shellcheck source=../peers/setup.sh
+source "$PEERS/setup.sh"
 
 log() { echo "[instructions] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -45,18 +41,13 @@ for tool in valgrind callgrind_annotate h2load nginx haproxy curl; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install valgrind" \
         "nghttp2-client nginx libnginx-mod-stream haproxy curl)"
 done
-mkdir -p "$OUT_DIR/backends/logs" "$OUT_DIR/backends/tmp" "$OUT_DIR/nginx/logs" "$OUT_DIR/nginx/tmp"
+mkdir -p "$OUT_DIR/nginx/logs" "$OUT_DIR/nginx/tmp"
 if [[ ${SKIP_BUILD:-0} != 1 && $LBS == *portico* ]]; then
     log "cargo build --release --bin portico"
     (cd "$ROOT" && cargo build --release --bin portico) >&2
 fi
 
-for i in 1 2 3 4; do
-    mkdir -p "$OUT_DIR/backends/html/node$i"
-    { printf 'node%d ' "$i"; head -c $((BODY_BYTES - 7)) /dev/zero | tr '\0' 'x'; echo; } \
-        >"$OUT_DIR/backends/html/node$i/index.txt"
-done
-chmod -R a+rX "$OUT_DIR"
+write_backend_files
 # nginx's worker runs as nobody and writes its own callgrind file.
 mkdir -p "$OUT_DIR/callgrind"
 chmod 1777 "$OUT_DIR/callgrind"
