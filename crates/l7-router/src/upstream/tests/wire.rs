@@ -237,6 +237,12 @@ async fn invalid_responses_get_a_502_and_the_listener_keeps_serving() {
                 ])
                 .await;
             }
+            "/unasked-upgrade" => {
+                conn.send(&[
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+                ])
+                .await;
+            }
             "/huge-head" => {
                 let filler = format!("x-filler: {}\r\n", "a".repeat(9000));
                 let head = format!("HTTP/1.1 200 OK\r\n{}\r\n", filler.repeat(8));
@@ -260,7 +266,7 @@ async fn invalid_responses_get_a_502_and_the_listener_keeps_serving() {
     })
     .await;
     let addr = backend.behind_listener().await;
-    for path in ["/garbage", "/two-lengths", "/huge-head"] {
+    for path in ["/garbage", "/two-lengths", "/unasked-upgrade", "/huge-head"] {
         let mut client = Client::connect(addr).await;
         let response = client.get(path).await;
         assert_eq!(response.status, 502, "{path}: {}", response.head);
@@ -288,7 +294,7 @@ async fn invalid_responses_get_a_502_and_the_listener_keeps_serving() {
     assert_eq!(response.status, 200, "{}", response.head);
     assert_eq!(response.body, b"hello");
     // Nothing was sent twice.
-    assert_eq!(backend.seen().len(), 5);
+    assert_eq!(backend.seen().len(), 6);
 }
 
 #[tokio::test]
