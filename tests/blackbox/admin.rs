@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::harness::backend::{Behavior, TestBackend};
 use crate::harness::http::{Response, get_json, http, post, put_json};
 use crate::harness::{
-    Portico, WAIT, assert_echo, connect, read_line, who_answers, with_test_admin, write_file,
+    Portico, WAIT, assert_echo, connect, eventually, read_line, who_answers, with_test_admin,
+    write_file,
 };
 use crate::l4::one_listener;
 
@@ -30,8 +30,6 @@ use prometheus::scrape;
 const TOKEN: &str = "correct-horse-battery-staple";
 /// `portico::admin::MAX_BODY`: the largest request body the API accepts.
 const MAX_BODY: usize = 256 * 1024;
-/// Pause between two looks at something that changes asynchronously (always under a deadline).
-const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -90,20 +88,6 @@ fn tally(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
 
 fn names(counts: &BTreeMap<String, usize>) -> BTreeSet<&str> {
     counts.keys().map(String::as_str).collect()
-}
-
-/// Polls `cond` until it holds (true) or [`WAIT`] has passed (false).
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
 }
 
 /// A connection through `addr` whose backend greets as `name` (round robin gets there within

@@ -16,6 +16,22 @@ use std::time::{Duration, Instant};
 
 /// How long any wait in a test may take before the test fails (generous: CI is 2 cores).
 pub const WAIT: Duration = Duration::from_secs(20);
+/// Pause between two looks at something that changes asynchronously (always under a deadline).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `cond` until it holds (true) or [`WAIT`] has passed (false).
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
 
 pub fn portico_bin() -> &'static str {
     env!("CARGO_BIN_EXE_portico")

@@ -403,6 +403,73 @@ mod tests {
         assert_eq!(shut_downs.load(Ordering::SeqCst), 1);
     }
 
+    /// A first request that starts and ends within one poll of the connection, after the stop
+    /// was seen: the check follows that poll, so no other wake-up is needed.
+    #[tokio::test]
+    async fn a_connection_allowed_within_its_own_poll_is_shut_down_without_another_wake() {
+        let stop = CancellationToken::new();
+        let may = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let task = tokio::spawn({
+            let (stop, may, waker) = (stop.clone(), Arc::clone(&may), Arc::clone(&waker));
+            async move {
+                let conn = AllowsOnItsSecondPoll {
+                    polls: 0,
+                    may: Arc::clone(&may),
+                    waker,
+                    shut_down: false,
+                };
+                tokio::pin!(conn);
+                let may_shut_down = move || may.load(Ordering::SeqCst);
+                until_stopped(conn, &stop, may_shut_down, |mut c| c.shut_down = true).await
+            }
+        });
+        stop.cancel();
+        // The stop is seen while the connection is fresh; then its IO wakes it once.
+        let first = loop {
+            if let Some(w) = waker.lock().unwrap().clone() {
+                break w;
+            }
+            tokio::task::yield_now().await;
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished(), "not shut down while fresh");
+        first.wake();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(
+            ended.expect("no other wake-up needed").unwrap(),
+            "shut down"
+        );
+    }
+
+    /// Pending and fresh on its first poll; on its second, its first request comes and goes
+    /// within the poll (it may be shut down from then on); never wakes its task itself.
+    struct AllowsOnItsSecondPoll {
+        polls: u32,
+        may: Arc<AtomicBool>,
+        waker: Arc<Mutex<Option<Waker>>>,
+        shut_down: bool,
+    }
+
+    impl Future for AllowsOnItsSecondPoll {
+        type Output = &'static str;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+            if self.shut_down {
+                return Poll::Ready("shut down");
+            }
+            self.polls += 1;
+            if self.polls == 1 {
+                *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            } else {
+                self.may.store(true, Ordering::SeqCst);
+            }
+            Poll::Pending
+        }
+    }
+
     #[tokio::test]
     async fn a_connection_that_ends_by_itself_is_not_shut_down() {
         let stop = CancellationToken::new();

@@ -28,8 +28,11 @@ const IN_REQUEST: u64 = u64::MAX;
 const OFF: u64 = u64::MAX - 1;
 /// The state of a [`HeadClock`]: the connection's first head is awaited (since `base`).
 const FRESH: u64 = u64::MAX - 2;
-/// How an HTTP/2 connection starts (RFC 9113 §3.4); no HTTP/1 request starts this way.
-const H2_PREFACE_START: &[u8] = b"PRI ";
+/// How an HTTP/2 connection starts (RFC 9113 §3.4); no HTTP/1 request starts this way. The
+/// clock is turned off only once all of it arrived: until then hyper may still be telling the
+/// versions apart, and a graceful stop must not take a half-read preface for an HTTP/2
+/// connection it can send a GOAWAY on.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// When the connection began waiting for its next request head, if it is waiting.
 #[derive(Debug)]
@@ -99,7 +102,7 @@ pub(crate) struct HeadDeadline<I> {
     timeout: Duration,
     /// Set no later than the current deadline; moved when it fires.
     timer: Pin<Box<Sleep>>,
-    /// How many bytes of [`H2_PREFACE_START`] the connection began with, until it is known
+    /// How many bytes of [`H2_PREFACE`] the connection began with, until it is known
     /// whether it is HTTP/2; then `None`.
     preface_seen: Option<usize>,
 }
@@ -126,11 +129,11 @@ impl<I> HeadDeadline<I> {
         let Some(seen) = self.preface_seen else {
             return;
         };
-        let want = &H2_PREFACE_START[seen..];
+        let want = &H2_PREFACE[seen..];
         let n = want.len().min(data.len());
         if data[..n] != want[..n] {
             self.preface_seen = None;
-        } else if seen + n == H2_PREFACE_START.len() {
+        } else if seen + n == H2_PREFACE.len() {
             self.preface_seen = None;
             self.conn.clock.turn_off();
         } else {

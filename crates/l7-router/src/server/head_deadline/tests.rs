@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 
-use super::HeadDeadline;
+use super::{HeadClock, HeadDeadline};
 use crate::proxy::ConnInfo;
 use crate::server::HttpListenerShared;
 use crate::{ConfigSource, HttpListenerConfig};
@@ -104,6 +104,34 @@ async fn an_http2_connection_has_no_head_deadline() {
     conn.clock.request_started();
     conn.clock.request_finished(Instant::now());
     assert!(still_waiting(&mut server, TIMEOUT * 3).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_preface_cut_short_keeps_the_deadline() {
+    let (mut client, mut server, conn) = connection();
+    let start = Instant::now();
+    client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(server.read(&mut buf).await.unwrap(), 16);
+    assert!(
+        conn.clock.is_fresh(),
+        "not HTTP/2 until the whole preface is there"
+    );
+    assert_eq!(fails_at(&mut server).await - start, TIMEOUT);
+}
+
+#[test]
+fn a_clock_is_fresh_only_until_its_first_request_or_until_it_is_turned_off() {
+    let clock = HeadClock::new();
+    assert!(clock.is_fresh());
+    clock.request_started();
+    assert!(!clock.is_fresh());
+    // Finished at the very start (a paused clock): still not fresh.
+    clock.request_finished(clock.base);
+    assert!(!clock.is_fresh());
+    let clock = HeadClock::new();
+    clock.turn_off();
+    assert!(!clock.is_fresh());
 }
 
 #[tokio::test(start_paused = true)]
