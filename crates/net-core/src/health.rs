@@ -96,7 +96,14 @@ impl Prober {
             Some(false) => state.successes >= self.key.rise,
         };
         let old_weight = state.verdict.weight;
-        let weight = outcome.weight;
+        // A probe that failed without an answer (a timeout, a refused connection) says nothing
+        // of the endpoint count: the last one reported stands. Otherwise one missed probe below
+        // `fall` would drop a node to its configured weight and back, moving a share of every
+        // Maglev pool's clients twice.
+        let weight = match outcome.weight {
+            None if !outcome.healthy => old_weight,
+            reported => reported,
+        };
         state.verdict.up = Some(up);
         state.verdict.weight = weight;
         state.verdict.last = Some(LastCheck {

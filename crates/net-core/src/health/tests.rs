@@ -111,6 +111,32 @@ fn endpoint_weight_follows_answers_unless_opted_out() {
     assert!(p.record(outcome(true, None)).is_empty());
 }
 
+#[test]
+fn a_probe_that_gets_no_answer_keeps_the_last_reported_weight() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let node = backend("a", addr);
+    let k = key(addr, 2, 3);
+    let p = prober(
+        k.clone(),
+        vec![Subscription {
+            key: k,
+            backend: Arc::clone(&node),
+            use_endpoint_weight: true,
+        }],
+    );
+    p.record(outcome(true, Some(2)));
+    assert_eq!(node.weight(), 2);
+    // A timeout below `fall`: still up, same weight, no table to rebuild.
+    assert!(p.record(outcome(false, None)).is_empty());
+    assert_eq!(node.weight(), 2);
+    assert!(node.is_available());
+    // A failing answer that reports a count (kube-proxy's 503 with no local endpoint) counts.
+    p.record(outcome(false, Some(0)));
+    assert_eq!(node.weight(), 0);
+    p.record(outcome(true, Some(1)));
+    assert_eq!(node.weight(), 1);
+}
+
 #[tokio::test]
 async fn one_prober_per_check_shared_by_pools_and_reconciled() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
