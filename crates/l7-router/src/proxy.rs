@@ -140,9 +140,9 @@ fn respond(
                 access,
             };
             let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-            // The HTTP/1.1 client codec leaves hop-by-hop fields out of the heads it parses
-            // (all but a 101's, which the upgrade rewrites here).
-            if upgrade || !matches!(body, Inner::H1(_)) {
+            // The HTTP/1.1 client codec leaves hop-by-hop fields out of the heads it parses (and
+            // never passes on a 101: upgrades go through hyper's client, as `Inner::Incoming`).
+            if !matches!(body, Inner::H1(_)) {
                 headers::to_client(&mut parts.headers, upgrade);
             }
             Response::from_parts(parts, ResponseBody::new(body, finish))

@@ -135,11 +135,7 @@ impl<'a> Parser<'a> {
                     section = Some(self.header()?);
                 }
                 Some(_) => {
-                    let key = self.key()?;
-                    self.skip_spaces();
-                    self.expect(b'=')?;
-                    self.skip_spaces();
-                    let value = self.value(0, false)?;
+                    let (key, value) = self.key_value(0, false)?;
                     self.end_of_line()?;
                     let table = match &mut section {
                         Some(s) => &mut s.table,
@@ -338,13 +334,8 @@ impl<'a> Parser<'a> {
             }
             items.push(self.value(depth + 1, inline)?);
             self.skip_blank(multiline)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return None,
+            if self.comma_or_close(b']')? {
+                break;
             }
         }
         self.delimited()?;
@@ -362,6 +353,28 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `key = value`, spaces around `=` allowed; the value inside `depth` arrays or inline
+    /// tables, as [`Parser::value`] takes it.
+    fn key_value(&mut self, depth: usize, inline: bool) -> Option<(&'a str, Value<'a>)> {
+        let key = self.key()?;
+        self.skip_spaces();
+        self.expect(b'=')?;
+        self.skip_spaces();
+        Some((key, self.value(depth, inline)?))
+    }
+
+    /// After an element of an array or inline table: a `,` (false: more may follow) or `close`
+    /// (true: the end); anything else leaves the subset.
+    fn comma_or_close(&mut self, close: u8) -> Option<bool> {
+        let closed = match self.peek()? {
+            b',' => false,
+            b if b == close => true,
+            _ => return None,
+        };
+        self.pos += 1;
+        Some(closed)
+    }
+
     /// `{ k = v, k = v }` on one line, no trailing comma.
     fn inline_table(&mut self, depth: usize) -> Option<Value<'a>> {
         self.expect(b'{')?;
@@ -374,20 +387,11 @@ impl<'a> Parser<'a> {
         if self.expect(b'}').is_none() {
             loop {
                 self.skip_spaces();
-                let key = self.key()?;
-                self.skip_spaces();
-                self.expect(b'=')?;
-                self.skip_spaces();
-                let value = self.value(depth + 1, true)?;
+                let (key, value) = self.key_value(depth + 1, true)?;
                 table.insert(key, value)?;
                 self.skip_spaces();
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.comma_or_close(b'}')? {
+                    break;
                 }
             }
         }

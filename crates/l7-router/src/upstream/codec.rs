@@ -325,6 +325,21 @@ enum ContentLength {
     Invalid,
 }
 
+impl ContentLength {
+    /// What the content-length fields say once `value`, one more of them, is read: every
+    /// element of every field (repeated fields and comma-separated lists alike) must be the same
+    /// valid decimal number.
+    fn with(self, value: &[u8]) -> ContentLength {
+        value.split(|&b| b == b',').fold(self, |length, element| {
+            match (length, parse_decimal(headers::trim_ows(element))) {
+                (ContentLength::Invalid, _) | (_, None) => ContentLength::Invalid,
+                (ContentLength::Valid(l), Some(n)) if l != n => ContentLength::Invalid,
+                (_, Some(n)) => ContentLength::Valid(n),
+            }
+        })
+    }
+}
+
 impl FramingFields {
     fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if name == CONNECTION {
@@ -344,16 +359,7 @@ impl FramingFields {
             self.content_length_plain = self.content_length == ContentLength::Absent
                 && !value.is_empty()
                 && value.iter().all(u8::is_ascii_digit);
-            for element in value.split(|&b| b == b',') {
-                self.content_length = match (
-                    self.content_length,
-                    parse_decimal(headers::trim_ows(element)),
-                ) {
-                    (ContentLength::Invalid, _) | (_, None) => ContentLength::Invalid,
-                    (ContentLength::Valid(l), Some(n)) if l != n => ContentLength::Invalid,
-                    (_, Some(n)) => ContentLength::Valid(n),
-                };
-            }
+            self.content_length = self.content_length.with(value);
         }
     }
 }
@@ -449,18 +455,17 @@ fn frame_response(
 /// The content-length of a message: `None` when there is none, an error unless every value
 /// (repeated headers and comma-separated lists alike) is the same valid decimal number.
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ResponseError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for element in value.as_bytes().split(|&b| b == b',') {
-            let n =
-                parse_decimal(headers::trim_ows(element)).ok_or(ResponseError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ResponseError::ContentLength);
-            }
-            length = Some(n);
-        }
+    let length = headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .fold(ContentLength::Absent, |length, value| {
+            length.with(value.as_bytes())
+        });
+    match length {
+        ContentLength::Absent => Ok(None),
+        ContentLength::Valid(n) => Ok(Some(n)),
+        ContentLength::Invalid => Err(ResponseError::ContentLength),
     }
-    Ok(length)
 }
 
 /// Digits only: no sign, no whitespace, not empty, no overflow.
