@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -33,6 +34,8 @@ pub(crate) struct ConnInfo {
     pub source: Arc<dyn ConfigSource>,
     /// When the connection began waiting for a request head (`header_timeout`).
     pub clock: HeadClock,
+    /// A graceful stop reached the connection (Portico's own HTTP/1.1 path closes it once idle).
+    stopping: AtomicBool,
 }
 
 impl ConnInfo {
@@ -51,7 +54,17 @@ impl ConnInfo {
             shared,
             source,
             clock: HeadClock::new(),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// The connection is to close once its request in progress, if any, is answered.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 }
 
@@ -80,12 +93,16 @@ enum Routed {
 /// What the service answers.
 pub(crate) type Answer = Result<Response<ResponseBody>, Infallible>;
 
+/// A request as a client connection hands it over: hyper's come with their body, those of
+/// Portico's own HTTP/1.1 path have none.
+pub(crate) type ClientRequest = Request<Option<Incoming>>;
+
 /// One request, start to end. Everything that needs no waiting (checks, routing, header
 /// rewriting) is done here, before any future exists; what waits for the backend is one
 /// future per upstream protocol, not nested in another (hyper moves the service future
 /// around, and each level of nesting would add to its size and copy it once more).
 pub(crate) fn handle(
-    req: Request<Incoming>,
+    req: ClientRequest,
     conn: Arc<ConnInfo>,
 ) -> Either<Ready<Answer>, Either<impl Future<Output = Answer>, impl Future<Output = Answer>>> {
     let started = Instant::now();
@@ -163,7 +180,7 @@ fn respond(
 }
 
 /// Checks, routes and rewrites a request: a local answer, or a request ready for a backend.
-fn route(req: Request<Incoming>, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
+fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
     let shared = &conn.shared;
     let Some(config) = conn.source.http_listener(shared.name()) else {
         return Routed::Answer(local(
@@ -326,8 +343,8 @@ fn request_host<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Optio
     })
 }
 
-fn redirect(
-    req: &Request<Incoming>,
+fn redirect<B>(
+    req: &Request<B>,
     host: Option<&str>,
     started: Instant,
     conn: &Arc<ConnInfo>,

@@ -1,7 +1,9 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
 //! hyper serving HTTP/1.1 and HTTP/2 on the same port -> one proxied request per stream.
 
+mod h1;
 mod head_deadline;
+mod rewind;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +26,7 @@ use tokio::net::TcpListener;
 
 pub(crate) use head_deadline::HeadClock;
 use head_deadline::HeadDeadline;
+use rewind::Rewind;
 
 use crate::metrics::RouteMetrics;
 use crate::proxy::{self, ConnInfo};
@@ -156,15 +161,31 @@ async fn serve_http<I>(
 {
     let info = Arc::new(ConnInfo::new(peer, tls, Arc::clone(shared), source));
     let io = HeadDeadline::new(io, Arc::clone(&info), config.header_timeout);
+    // Portico's own path serves HTTP/1.1 requests without a body; the first other request (or
+    // HTTP/2's preface) hands the connection to hyper, with what was read of it. The stop is
+    // seen by the own path through `ConnInfo::stop`, on the same terms as hyper's shutdown
+    // below: not before the connection's first request started.
+    let limits = h1::Limits {
+        max_header_bytes: config.max_header_bytes.max(MIN_HTTP1_BUFFER),
+        max_headers: config.max_headers,
+    };
+    let own = h1::serve(io, Arc::clone(&info), limits);
+    tokio::pin!(own);
+    let ended = until_stopped(own, &stop, || !info.clock.is_fresh(), |_| info.stop()).await;
+    let h1::Ended::HandOver(io, read) = ended else {
+        return;
+    };
+    let io = Rewind::new(io, read);
     let clock_info = Arc::clone(&info);
-    let service = service_fn(move |req| proxy::handle(req, Arc::clone(&info)));
+    let service =
+        service_fn(move |req: Request<Incoming>| proxy::handle(req.map(Some), Arc::clone(&info)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header timer (and no timer, so none by default either): `HeadDeadline` keeps
     // `header_timeout` with one timer per connection instead of one per request.
     builder
         .http1()
         .header_read_timeout(None)
-        .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     // hyper parses into a fixed array of its default size unless told a count, and then fills
     // a vector of that count for every request head: only set a count that differs.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use metrics::Counter;
@@ -96,7 +96,7 @@ pub(super) struct Call {
 
 /// Rewrites the request for the backend (headers, version, target) and wraps its body.
 pub(super) fn prepare(
-    req: Request<Incoming>,
+    req: super::ClientRequest,
     conn: &ConnInfo,
     config: &HttpListenerConfig,
     target: Arc<RouteTarget>,
@@ -136,8 +136,13 @@ pub(super) fn prepare(
         parts.version = Version::HTTP_11;
         to_origin_form(&mut parts.uri);
     }
-    let retryable = is_idempotent(&parts.method) && body.is_end_stream() && !upgrade;
-    let body = ProxyRequestBody::new(body, target.max_body_bytes, conn.shared.bytes_in.clone());
+    let retryable =
+        is_idempotent(&parts.method) && body.as_ref().is_none_or(Body::is_end_stream) && !upgrade;
+    let bytes_in = conn.shared.bytes_in.clone();
+    let body = match body {
+        Some(body) => ProxyRequestBody::new(body, target.max_body_bytes, bytes_in),
+        None => ProxyRequestBody::empty(bytes_in),
+    };
     let call = Call {
         req: Request::from_parts(parts, body),
         key: hash::hash_ip(conn.peer.ip()),

@@ -94,14 +94,14 @@ pub(crate) fn encode_request_head(parts: &Parts, framing: RequestFraming, out: &
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+pub(crate) fn push_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_content_length(n: u64, out: &mut Vec<u8>) {
+pub(crate) fn push_content_length(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"content-length: ");
     push_digits(n, 10, out);
     out.extend_from_slice(b"\r\n");

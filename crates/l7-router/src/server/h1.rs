@@ -1,0 +1,291 @@
+//! Portico's own HTTP/1.1 server path, for the request an ingress sees most: HTTP/1.1, no body,
+//! no upgrade, on a kept-alive connection. It reads the head, routes and forwards it as hyper's
+//! path does (the same [`proxy::handle`]), and writes the answer with the response head built
+//! straight from the backend's fields: no dispatcher, no service future moved around, no
+//! per-request wake-ups but the sockets'.
+//!
+//! The first request it does not serve (see [`head::parse_request`]) ends it: the connection
+//! and the bytes read so far go to hyper, which serves that request and the rest of the
+//! connection, and gives every error answer (400, 431, ...) exactly as before. A graceful stop
+//! closes an idle connection, and answers a request in progress with `connection: close`.
+
+mod head;
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Method, Response};
+use hyper::body::{Body, Frame};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use head::{BodyLength, Framing, Parsed};
+
+use crate::body::ResponseBody;
+use crate::proxy::{self, ConnInfo};
+use crate::upstream::{encode_chunk_header, encode_last_chunk};
+
+/// The read buffer of a connection starts this large (hyper's too).
+const READ_BUF: usize = 8192;
+/// A body frame up to this size is copied behind the head (or its chunk header) and goes out
+/// in the same write; a larger one is written from where it is.
+const COPY_FRAME: usize = 16 * 1024;
+/// Ready frames are gathered for one write up to about this much.
+const MAX_PENDING: usize = 64 * 1024;
+
+/// How the connection left this path.
+pub(super) enum Ended<I> {
+    /// It is over (closed by either side, timed out, failed or stopped).
+    Closed,
+    /// Hyper serves the rest of it, starting with these bytes.
+    HandOver(I, Bytes),
+}
+
+/// The limits of request heads, from the listener's config.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Serves requests on `io` until the connection ends or a request comes that hyper must serve.
+pub(super) async fn serve<I>(mut io: I, conn: Arc<ConnInfo>, limits: Limits) -> Ended<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let served = loop {
+            // (Nothing to parse in an empty buffer: the usual case between two requests.)
+            if !buf.is_empty() {
+                match head::parse_request(&mut buf, limits.max_header_bytes, limits.max_headers) {
+                    Parsed::Serve(served) => break served,
+                    Parsed::HandOver => return Ended::HandOver(io, buf.freeze()),
+                    Parsed::Partial => {}
+                }
+            }
+            if !read_head(&mut io, &mut buf, &conn).await {
+                return Ended::Closed;
+            }
+        };
+        let method = served.request.method().clone();
+        let handling = proxy::handle(served.request.map(|()| None), Arc::clone(&conn));
+        let Some(Ok(response)) = answer_or_client_gone(handling, &mut io, &mut buf).await else {
+            return Ended::Closed;
+        };
+        let close = served.close || conn.is_stopping();
+        let kept = write_response(&mut io, response, method == Method::HEAD, close, &mut out)
+            .await
+            .unwrap_or(false);
+        if !kept || close || conn.is_stopping() {
+            let _ = io.shutdown().await;
+            return Ended::Closed;
+        }
+    }
+}
+
+/// Reads more of a request head into `buf`: false when the connection is over (closed by the
+/// client, a read error, `header_timeout` passed, or a stop while it waits for a new request).
+async fn read_head<I>(io: &mut I, buf: &mut BytesMut, conn: &ConnInfo) -> bool
+where
+    I: AsyncRead + Unpin,
+{
+    poll_fn(|cx| {
+        if buf.is_empty() && conn.is_stopping() {
+            return Poll::Ready(false);
+        }
+        if buf.capacity() - buf.len() < READ_BUF / 4 {
+            buf.reserve(READ_BUF);
+        }
+        match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)) {
+            Ok(0) | Err(_) => Poll::Ready(false),
+            Ok(_) => Poll::Ready(true),
+        }
+    })
+    .await
+}
+
+/// Waits for the answer to a request; `None` if the client closed the connection first, as
+/// hyper drops a request whose client went away (the backend exchange is cancelled with it).
+/// Pipelined bytes that come meanwhile stay in `buf` for the next request.
+async fn answer_or_client_gone<F, I>(
+    handling: F,
+    io: &mut I,
+    buf: &mut BytesMut,
+) -> Option<F::Output>
+where
+    F: Future,
+    I: AsyncRead + Unpin,
+{
+    let mut handling = pin!(handling);
+    poll_fn(|cx| {
+        if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        // Only while nothing is buffered (hyper looks no further either): a pipelining client
+        // is still there.
+        if buf.is_empty() {
+            buf.reserve(READ_BUF);
+            if let Poll::Ready(Ok(0) | Err(_)) =
+                tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)
+            {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes `response` to the client: true if the connection can carry another request.
+async fn write_response<I>(
+    io: &mut I,
+    response: Response<ResponseBody>,
+    head_request: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = response.into_parts();
+    let length = if body.is_end_stream() {
+        BodyLength::Ended
+    } else {
+        body.size_hint()
+            .exact()
+            .map_or(BodyLength::Unknown, BodyLength::Exact)
+    };
+    out.clear();
+    let head = head::encode_response_head(
+        parts.status,
+        &parts.headers,
+        head_request,
+        length,
+        close,
+        out,
+    );
+    let mut writer = BodyWriter {
+        framing: head.framing,
+        trailers: head.trailers,
+        sent: 0,
+    };
+    if writer.framing == Framing::Length(0) {
+        // No body goes out (HEAD, 204, 304, an empty one): it is not read either.
+        write_out(io, out).await?;
+        return Ok(true);
+    }
+    // Frames that are ready go out with the head (and with each other) in one write; what is
+    // buffered is written before waiting for more.
+    loop {
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                write_out(io, out).await?;
+                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let frame = match frame {
+            None => None,
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "response body failed; closing the client connection");
+                write_out(io, out).await?;
+                return Ok(false);
+            }
+        };
+        let whole = match frame.map(Frame::into_data) {
+            Some(Ok(data)) => {
+                writer.data(data, io, out).await?;
+                if !body.is_end_stream() {
+                    continue;
+                }
+                writer.end(None, out)
+            }
+            // Trailers end a body.
+            Some(Err(frame)) => writer.end(frame.into_trailers().ok().as_ref(), out),
+            None => writer.end(None, out),
+        };
+        write_out(io, out).await?;
+        return Ok(whole);
+    }
+}
+
+/// Writes and flushes what `out` holds, and clears it.
+async fn write_out<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        out.clear();
+    }
+    io.flush().await
+}
+
+/// Frames a response body for the wire.
+struct BodyWriter {
+    framing: Framing,
+    /// The trailer fields the head announced: the only ones that go out after a chunked body.
+    trailers: Vec<HeaderName>,
+    sent: u64,
+}
+
+impl BodyWriter {
+    /// Frames `data` behind what `out` holds (a large frame is written from where it is).
+    async fn data<I>(&mut self, mut data: Bytes, io: &mut I, out: &mut Vec<u8>) -> io::Result<()>
+    where
+        I: AsyncWrite + Unpin,
+    {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.framing {
+            Framing::Length(n) => {
+                // Never more than the head announced: the rest would be read as a response.
+                let room = usize::try_from(n - self.sent).unwrap_or(usize::MAX);
+                data.truncate(room);
+                self.sent += data.len() as u64;
+                put(data, io, out).await
+            }
+            Framing::Chunked => {
+                self.sent += data.len() as u64;
+                encode_chunk_header(data.len(), out);
+                put(data, io, out).await?;
+                out.extend_from_slice(b"\r\n");
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the body in `out`: true if it was whole (a length body cut short leaves the
+    /// connection unusable, its framing lost).
+    fn end(&mut self, trailers: Option<&HeaderMap>, out: &mut Vec<u8>) -> bool {
+        match self.framing {
+            Framing::Chunked => {
+                // Only the trailer fields the head announced (rare: the map is built then).
+                let announced = trailers.map(|all| {
+                    all.iter()
+                        .filter(|(name, _)| self.trailers.contains(name))
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect::<HeaderMap>()
+                });
+                encode_last_chunk(announced.as_ref(), out);
+                true
+            }
+            Framing::Length(n) => self.sent == n,
+        }
+    }
+}
+
+/// Appends `data` to `out`, or, when large, writes `out` and then `data` from where it is.
+async fn put<I: AsyncWrite + Unpin>(data: Bytes, io: &mut I, out: &mut Vec<u8>) -> io::Result<()> {
+    if data.len() <= COPY_FRAME && out.len() < MAX_PENDING {
+        out.extend_from_slice(&data);
+        return Ok(());
+    }
+    io.write_all(out).await?;
+    out.clear();
+    io.write_all(&data).await
+}

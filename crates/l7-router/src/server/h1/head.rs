@@ -1,0 +1,298 @@
+//! The sans-IO half of Portico's own HTTP/1.1 server path: which request heads it serves (and
+//! parses them into a [`Request`]), and how a response head is written. Everything else, every
+//! error answer included, is hyper's: a head this path does not serve is handed over as bytes.
+//!
+//! The response head follows hyper's server encoder field for field (same framing rules, same
+//! `date` and `connection: close`), so a client cannot tell which of the two answered.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+
+use crate::headers::list_elements;
+use crate::upstream::{push_content_length, push_field};
+
+/// At most this many fields are parsed on the stack (hyper's default limit); a listener that
+/// allows more gets its larger heads served by hyper.
+const MAX_FIELDS: usize = 100;
+
+/// What [`parse_request`] found at the front of the buffer. (Not boxed: it is returned once
+/// per request and taken apart at once, where a box would be an allocation per request.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Parsed {
+    /// A request this path serves; its head was split off the buffer.
+    Serve(Served),
+    /// More bytes are needed.
+    Partial,
+    /// Anything else (a body, an upgrade, HTTP/1.0, HTTP/2's preface, a malformed or too
+    /// large head): hyper takes the connection over from here, with the bytes as they are.
+    HandOver,
+}
+
+/// A request head this path serves.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub request: Request<()>,
+    /// The client asked to close the connection after this response.
+    pub close: bool,
+}
+
+/// Where one field's name and value sit in the head's bytes, so that the values can be cut
+/// out of the frozen head once httparse's borrow of the buffer has ended.
+#[derive(Debug, Clone, Copy)]
+struct FieldAt {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses the request head at the front of `buf`, of at most `max_bytes` bytes and
+/// `max_fields` fields. Served: HTTP/1.1 requests in origin form without a body (neither
+/// content-length nor transfer-encoding), an upgrade or an `Expect`, and not CONNECT: on
+/// the keep-alive connections of a busy ingress, nearly every request.
+pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: usize) -> Parsed {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let window = &buf[..buf.len().min(max_bytes)];
+    let mut parsed = httparse::Request::new(&mut []);
+    let status = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        window,
+        &mut fields[..max_fields.min(MAX_FIELDS)],
+    );
+    let head_len = match status {
+        Ok(httparse::Status::Complete(n)) => n,
+        // A head that cannot complete within the limit is hyper's to refuse (431).
+        Ok(httparse::Status::Partial) if buf.len() < max_bytes => return Parsed::Partial,
+        _ => return Parsed::HandOver,
+    };
+    let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Parsed::HandOver;
+    };
+    if !target.starts_with('/') || method == "CONNECT" {
+        return Parsed::HandOver;
+    }
+    let base = window.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let target_at = at(target.as_bytes());
+    let mut close = false;
+    let mut places = Vec::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        // Anything with a body, an upgrade or an interim answer to give is hyper's.
+        let handed_over = [CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE, EXPECT]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()));
+        if handed_over {
+            return Parsed::HandOver;
+        }
+        if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
+            close |= list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        }
+        places.push(FieldAt {
+            name: at(name),
+            value: at(field.value),
+        });
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::HandOver;
+    };
+    let head = buf.split_to(head_len).freeze();
+    match request(&head, method, target_at, &places) {
+        Some(request) => Parsed::Serve(Served { request, close }),
+        // httparse let through what `http` refuses: hyper (which refuses it too) answers.
+        None => {
+            let mut whole = BytesMut::from(&head[..]);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            Parsed::HandOver
+        }
+    }
+}
+
+/// The request of a parsed head; header values are zero-copy slices of `head`.
+fn request(
+    head: &Bytes,
+    method: Method,
+    target: (usize, usize),
+    places: &[FieldAt],
+) -> Option<Request<()>> {
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).ok()?;
+    let mut headers = HeaderMap::with_capacity(places.len());
+    for at in places {
+        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).ok()?;
+        headers.append(name, value);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+/// How the body of a response goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Exactly this many bytes (0: no body at all, as for HEAD, 204 and 304).
+    Length(u64),
+    Chunked,
+}
+
+/// What the response body says of its length before it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLength {
+    /// It has already ended: there is no body.
+    Ended,
+    Exact(u64),
+    Unknown,
+}
+
+/// A written response head: the framing of the body that follows, and the trailer fields the
+/// head announced (only those go out after a chunked body).
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub framing: Framing,
+    pub trailers: Vec<HeaderName>,
+}
+
+/// Writes the head of `status` and `headers` into `out`, as hyper's server would: the framing
+/// headers follow the body (a content-length the body agrees with is kept, an unknown length
+/// is chunked), `connection: close` is added when `close`, and `date` when absent.
+pub(crate) fn encode_response_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    head_request: bool,
+    body: BodyLength,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> ResponseHead {
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // RFC 9110 §8.6 and §6.4.1: no length for 1xx, 204 and 304; a response to HEAD carries
+    // the length a GET would have had, and no body.
+    let may_have_length = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    let may_have_body = may_have_length && !head_request;
+    let mut framing = None;
+    let mut wrote_date = false;
+    let mut trailers = Vec::new();
+    for (name, value) in headers {
+        if *name == CONTENT_LENGTH {
+            if !may_have_length || framing.is_some() {
+                continue;
+            }
+            match body {
+                BodyLength::Exact(n) => framing = Some(Framing::Length(n)),
+                BodyLength::Unknown => match parse_length(value.as_bytes()) {
+                    Some(n) => framing = Some(Framing::Length(n)),
+                    None => continue,
+                },
+                // A HEAD response's length describes the body it does not have.
+                BodyLength::Ended if head_request => framing = Some(Framing::Length(0)),
+                BodyLength::Ended => continue,
+            }
+        } else if *name == TRANSFER_ENCODING || *name == CONNECTION {
+            // Framing and connection management are this hop's, decided here.
+            continue;
+        } else if *name == DATE {
+            wrote_date = true;
+        } else if *name == TRAILER {
+            if !may_have_body {
+                continue;
+            }
+            trailers.extend(
+                list_elements(value.as_bytes()).filter_map(|t| HeaderName::from_bytes(t).ok()),
+            );
+        }
+        push_field(name, value, out);
+    }
+    let framing = match framing {
+        Some(framing) => framing,
+        None => match body {
+            BodyLength::Ended | BodyLength::Exact(0) => {
+                if may_have_length && !head_request {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+                Framing::Length(0)
+            }
+            BodyLength::Exact(n) => {
+                if may_have_length {
+                    push_content_length(n, out);
+                }
+                Framing::Length(n)
+            }
+            BodyLength::Unknown if may_have_body => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+            BodyLength::Unknown => Framing::Length(0),
+        },
+    };
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        push_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    ResponseHead {
+        framing: if may_have_body {
+            framing
+        } else {
+            Framing::Length(0)
+        },
+        trailers: if framing == Framing::Chunked {
+            trailers
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// A content-length value of digits only (the codec and local answers write no other).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The `date` value of the current second, formatted once a second per thread (as hyper does).
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests;

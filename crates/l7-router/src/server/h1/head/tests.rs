@@ -1,0 +1,240 @@
+use super::*;
+
+fn parse(raw: &str) -> (Parsed, BytesMut) {
+    let mut buf = BytesMut::from(raw);
+    let parsed = parse_request(&mut buf, 8192, 100);
+    (parsed, buf)
+}
+
+fn served(raw: &str) -> (Served, BytesMut) {
+    match parse(raw) {
+        (Parsed::Serve(served), rest) => (served, rest),
+        (other, _) => panic!("{raw:?} was not served: {other:?}"),
+    }
+}
+
+fn handed_over(raw: &str) {
+    let (parsed, rest) = parse(raw);
+    assert!(matches!(parsed, Parsed::HandOver), "{raw:?}: {parsed:?}");
+    assert_eq!(rest, raw.as_bytes(), "{raw:?}: handed over as read");
+}
+
+#[test]
+fn a_bodyless_http11_request_is_served_and_the_next_one_stays_buffered() {
+    let (s, rest) =
+        served("GET /a/b?c=d HTTP/1.1\r\nHost: app.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
+    let req = s.request;
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(req.uri(), "/a/b?c=d");
+    assert_eq!(req.version(), Version::HTTP_11);
+    assert_eq!(req.headers()["host"], "app.test");
+    let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
+    assert_eq!(twos, ["1", "2"]);
+    assert!(!s.close);
+    assert_eq!(rest, "GET /next");
+}
+
+#[test]
+fn connection_close_is_noted_among_other_tokens() {
+    assert!(
+        served("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
+            .0
+            .close
+    );
+    assert!(
+        served("GET / HTTP/1.1\r\nconnection: foo\r\nConnection: close\r\n\r\n")
+            .0
+            .close
+    );
+    assert!(
+        !served("GET / HTTP/1.1\r\nConnection: closed\r\n\r\n")
+            .0
+            .close
+    );
+}
+
+#[test]
+fn a_partial_head_waits_for_more() {
+    let (parsed, rest) = parse("GET / HTTP/1.1\r\nHost: a");
+    assert!(matches!(parsed, Parsed::Partial));
+    assert_eq!(rest, "GET / HTTP/1.1\r\nHost: a");
+}
+
+#[test]
+fn requests_with_a_body_an_upgrade_or_other_versions_go_to_hyper() {
+    for raw in [
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "CONNECT app.test:443 HTTP/1.1\r\n\r\n",
+        "GET http://app.test/ HTTP/1.1\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        // Malformed: hyper gives the 400.
+        "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nFolded: a\r\n b\r\n\r\n",
+        "G\x01T / HTTP/1.1\r\n\r\n",
+    ] {
+        handed_over(raw);
+    }
+}
+
+#[test]
+fn heads_past_the_limits_go_to_hyper_which_refuses_them() {
+    let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    let mut buf = BytesMut::from(big.as_str());
+    assert!(matches!(
+        parse_request(&mut buf, 8192, 100),
+        Parsed::HandOver
+    ));
+    assert_eq!(buf, big.as_bytes());
+    // Not yet complete, but already at the limit: it cannot become acceptable.
+    let mut buf = BytesMut::from(&big.as_bytes()[..8192]);
+    assert!(matches!(
+        parse_request(&mut buf, 8192, 100),
+        Parsed::HandOver
+    ));
+    // A complete head within the limit is served.
+    let mut buf = BytesMut::from(big.as_str());
+    assert!(matches!(
+        parse_request(&mut buf, 16384, 100),
+        Parsed::Serve(_)
+    ));
+
+    let three = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+    let mut buf = BytesMut::from(three);
+    assert!(matches!(parse_request(&mut buf, 8192, 2), Parsed::HandOver));
+    assert_eq!(buf, three);
+    let mut buf = BytesMut::from(three);
+    assert!(matches!(parse_request(&mut buf, 8192, 3), Parsed::Serve(_)));
+}
+
+fn head(
+    status: u16,
+    fields: &[(&'static str, &'static str)],
+    head_request: bool,
+    body: BodyLength,
+    close: bool,
+) -> (String, ResponseHead) {
+    let mut headers = HeaderMap::new();
+    for (name, value) in fields {
+        headers.append(*name, HeaderValue::from_static(value));
+    }
+    let mut out = Vec::new();
+    let status = StatusCode::from_u16(status).unwrap();
+    let written = encode_response_head(status, &headers, head_request, body, close, &mut out);
+    (String::from_utf8(out).unwrap(), written)
+}
+
+#[test]
+fn a_response_head_keeps_its_fields_in_order_and_gets_a_date() {
+    let (text, written) = head(
+        200,
+        &[
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+            ("x-a", "1"),
+        ],
+        false,
+        BodyLength::Exact(5),
+        false,
+    );
+    let (fields, date) = text.split_once("date: ").unwrap();
+    assert_eq!(
+        fields,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nx-a: 1\r\n"
+    );
+    assert!(date.ends_with(" GMT\r\n\r\n"), "{date:?}");
+    assert!(
+        httpdate::parse_http_date(date.trim_end()).is_ok(),
+        "{date:?}"
+    );
+    assert_eq!(written.framing, Framing::Length(5));
+}
+
+#[test]
+fn a_date_from_the_backend_is_kept_and_not_doubled() {
+    let (text, _) = head(
+        404,
+        &[("date", "Tue, 01 Dec 2026 00:00:00 GMT")],
+        false,
+        BodyLength::Ended,
+        false,
+    );
+    assert_eq!(
+        text,
+        "HTTP/1.1 404 Not Found\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\ncontent-length: 0\r\n\r\n"
+    );
+}
+
+/// The framing and the fields written between the status line and `date`.
+fn framing(
+    status: u16,
+    fields: &[(&'static str, &'static str)],
+    head_request: bool,
+    body: BodyLength,
+) -> (Framing, String) {
+    let (text, written) = head(status, fields, head_request, body, false);
+    let fields = text.split_once("\r\n").unwrap().1;
+    let fields = fields.split_once("date: ").unwrap().0;
+    (written.framing, fields.to_owned())
+}
+
+#[test]
+fn the_framing_follows_hypers_rules() {
+    let cl = [("content-length", "7")];
+    let seven = || "content-length: 7\r\n".to_owned();
+    let zero = || "content-length: 0\r\n".to_owned();
+    let chunked = || "transfer-encoding: chunked\r\n".to_owned();
+    use BodyLength::{Ended, Exact, Unknown};
+    use Framing::{Chunked, Length};
+    // A length the body knows.
+    assert_eq!(framing(200, &[], false, Exact(7)), (Length(7), seven()));
+    assert_eq!(framing(200, &cl, false, Exact(7)), (Length(7), seven()));
+    // An unknown length: the header's, or chunked.
+    assert_eq!(framing(200, &cl, false, Unknown), (Length(7), seven()));
+    assert_eq!(framing(200, &[], false, Unknown), (Chunked, chunked()));
+    // Transfer-encoding and connection from the message are never passed on as they are.
+    let hop = [
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive"),
+    ];
+    assert_eq!(framing(200, &hop, false, Unknown), (Chunked, chunked()));
+    // No body: an explicit zero, except where a length must not be.
+    assert_eq!(framing(200, &[], false, Ended), (Length(0), zero()));
+    assert_eq!(framing(200, &cl, false, Ended), (Length(0), zero()));
+    assert_eq!(framing(204, &cl, false, Ended), (Length(0), String::new()));
+    assert_eq!(
+        framing(304, &cl, false, Unknown),
+        (Length(0), String::new())
+    );
+    // HEAD: the length a GET would have, and no body.
+    assert_eq!(framing(200, &cl, true, Ended), (Length(0), seven()));
+    assert_eq!(framing(200, &[], true, Ended), (Length(0), String::new()));
+    let five = "content-length: 5\r\n".to_owned();
+    assert_eq!(framing(404, &[], true, Exact(5)), (Length(0), five));
+    assert_eq!(framing(200, &[], true, Unknown), (Length(0), String::new()));
+}
+
+#[test]
+fn statuses_get_their_reason_and_close_is_announced() {
+    let (text, _) = head(502, &[], false, BodyLength::Ended, true);
+    let want = "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\ndate: ";
+    assert!(text.starts_with(want), "{text:?}");
+    let (text, _) = head(599, &[], false, BodyLength::Ended, false);
+    assert!(text.starts_with("HTTP/1.1 599 <none>\r\n"), "{text:?}");
+}
+
+#[test]
+fn only_announced_trailers_of_a_chunked_body_are_kept() {
+    let announced = [("trailer", "grpc-status, x-sum")];
+    let (_, written) = head(200, &announced, false, BodyLength::Unknown, false);
+    assert_eq!(written.framing, Framing::Chunked);
+    assert_eq!(written.trailers, ["grpc-status", "x-sum"]);
+    let with_length = [("trailer", "x-sum"), ("content-length", "3")];
+    let (_, written) = head(200, &with_length, false, BodyLength::Exact(3), false);
+    assert!(written.trailers.is_empty());
+}
