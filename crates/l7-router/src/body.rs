@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::metrics::RouteMetrics;
 use crate::proxy::ConnInfo;
-use crate::upstream::{BodyError, H1Body};
+use crate::upstream::{BodyError, H1Body, ResponseFields};
 
 /// What is written when a request is over.
 pub(crate) struct Finish {
@@ -62,6 +62,9 @@ pub struct ResponseBody {
     inner: Inner,
     sent: u64,
     finish: Option<Finish>,
+    /// The fields of the response head, when they are not in the response's header map (an
+    /// HTTP/1.1 backend's, for Portico's own HTTP/1.1 server, which writes them as they are).
+    head: Option<ResponseFields>,
 }
 
 /// Where the bytes of a response come from (an enum rather than a boxed body: no allocation
@@ -110,7 +113,18 @@ impl ResponseBody {
             inner,
             sent: 0,
             finish: Some(finish),
+            head: None,
         }
+    }
+
+    pub(crate) fn with_head(mut self, head: Option<ResponseFields>) -> Self {
+        self.head = head;
+        self
+    }
+
+    /// The fields of the response head, if they are not in the response's header map.
+    pub(crate) fn take_head(&mut self) -> Option<ResponseFields> {
+        self.head.take()
     }
 
     /// A short local answer (404, 502...).

@@ -154,9 +154,23 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
 
 /// Whether a field goes no further than this hop: one of the hop-by-hop names, or a `TE`
 /// field other than `trailers` (gRPC needs `te: trailers`, the one TE value that is end to end
-/// in practice). Fields that Connection names go too: see [`connection_named`].
-pub(crate) fn is_hop_by_hop(name: &HeaderName, value: &HeaderValue) -> bool {
-    hop_by_hop_index(name).is_some() || (*name == TE && !is_te_trailers(value))
+/// in practice). Fields that Connection names go too: see [`connection_named`]. For a field as
+/// it came off the wire, its name in any case: one length test and at most one compare.
+pub(crate) fn is_hop_by_hop_field(name: &[u8], value: &[u8]) -> bool {
+    let hop: &[u8] = match name.len() {
+        2 => {
+            return name.eq_ignore_ascii_case(b"te") && !value.eq_ignore_ascii_case(b"trailers");
+        }
+        7 => b"upgrade",
+        10 if name[0].eq_ignore_ascii_case(&b'c') => b"connection",
+        10 => b"keep-alive",
+        16 => b"proxy-connection",
+        17 => b"transfer-encoding",
+        18 => b"proxy-authenticate",
+        19 => b"proxy-authorization",
+        _ => return false,
+    };
+    name.eq_ignore_ascii_case(hop)
 }
 
 fn is_te_trailers(value: &HeaderValue) -> bool {
@@ -196,7 +210,7 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// Removes the hop-by-hop fields of a message that is already in a map (requests from hyper,
-/// responses from HTTP/2 backends): the rules of [`is_hop_by_hop`] and [`connection_named`],
+/// responses from HTTP/2 backends): the rules of [`is_hop_by_hop_field`] and [`connection_named`],
 /// which the HTTP/1.1 client codec applies to response heads as it parses them.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds what is there, so a message without hop-by-hop headers
@@ -359,6 +373,38 @@ mod tests {
             HeaderName::from_static("upgrade-x"),
         ] {
             assert_eq!(hop_by_hop_index(&name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_field_off_the_wire_is_judged_as_its_header_map_entry_is() {
+        let names = [
+            "Connection",
+            "KEEP-ALIVE",
+            "proxy-Connection",
+            "Proxy-Authenticate",
+            "proxy-authorization",
+            "Transfer-Encoding",
+            "Upgrade",
+            "TE",
+            "te",
+            "X-Other",
+            "Content-Length",
+            "connectioN",
+            "keep-alivf",
+            "Date",
+            "Host",
+            "Cookie",
+        ];
+        for name in names {
+            for value in ["trailers", "TRAILERS", "gzip", "close"] {
+                // What `remove_hop_by_hop` removes from a map.
+                let header = HeaderName::from_bytes(name.as_bytes()).unwrap();
+                let expected = hop_by_hop_index(&header).is_some()
+                    || (header == TE && !is_te_trailers(&HeaderValue::from_static(value)));
+                let got = is_hop_by_hop_field(name.as_bytes(), value.as_bytes());
+                assert_eq!(got, expected, "{name}: {value}");
+            }
         }
     }
 

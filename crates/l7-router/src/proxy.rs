@@ -13,13 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use net_core::ActiveConnection;
 use net_core::error_chain::ErrorChain;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::ConfigSource;
-use crate::body::{AccessLine, Finish, Inner, MetricsRef, ResponseBody};
+use crate::body::{AccessLine, Finish, MetricsRef, ResponseBody};
 use crate::headers;
 use crate::server::{HeadClock, HttpListenerShared};
 
@@ -36,6 +35,9 @@ pub(crate) struct ConnInfo {
     pub clock: HeadClock,
     /// A graceful stop reached the connection (Portico's own HTTP/1.1 path closes it once idle).
     stopping: AtomicBool,
+    /// hyper serves the connection (not Portico's own HTTP/1.1 path): responses need their
+    /// fields in a header map.
+    served_by_hyper: AtomicBool,
 }
 
 impl ConnInfo {
@@ -55,6 +57,7 @@ impl ConnInfo {
             source,
             clock: HeadClock::new(),
             stopping: AtomicBool::new(false),
+            served_by_hyper: AtomicBool::new(false),
         }
     }
 
@@ -65,6 +68,15 @@ impl ConnInfo {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// hyper serves the connection from now on.
+    pub(crate) fn hand_to_hyper(&self) {
+        self.served_by_hyper.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_served_by_hyper(&self) -> bool {
+        self.served_by_hyper.load(Ordering::Relaxed)
     }
 }
 
@@ -122,7 +134,7 @@ pub(crate) fn handle(
 
 /// The answer to the client once the backend answered (or failed to).
 fn respond(
-    result: Result<(Response<Inner>, ActiveConnection), forward::Failure>,
+    result: Result<forward::Answered, forward::Failure>,
     forward: forward::Answering,
     conn: &Arc<ConnInfo>,
     started: Instant,
@@ -134,7 +146,11 @@ fn respond(
         client_upgrade,
     } = forward;
     match result {
-        Ok((mut response, active)) => {
+        Ok(forward::Answered {
+            mut response,
+            head,
+            active,
+        }) => {
             if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
                 (client_upgrade, response.status())
             {
@@ -159,10 +175,20 @@ fn respond(
             let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
             // The HTTP/1.1 client codec leaves hop-by-hop fields out of the heads it parses (and
             // never passes on a 101: upgrades go through hyper's client, as `Inner::Incoming`).
-            if !matches!(body, Inner::H1(_)) {
-                headers::to_client(&mut parts.headers, upgrade);
-            }
-            Response::from_parts(parts, ResponseBody::new(body, finish))
+            // Its fields go to the client as they are on Portico's own server path; hyper's
+            // needs them in the map.
+            let head = match head {
+                Some(fields) if !conn.is_served_by_hyper() => Some(fields),
+                Some(fields) => {
+                    parts.headers = fields.header_map();
+                    None
+                }
+                None => {
+                    headers::to_client(&mut parts.headers, upgrade);
+                    None
+                }
+            };
+            Response::from_parts(parts, ResponseBody::new(body, finish).with_head(head))
         }
         Err(failure) => {
             let (status, text) = failure.answer();

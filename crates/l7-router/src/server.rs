@@ -175,6 +175,7 @@ async fn serve_http<I>(
     let h1::Ended::HandOver(io, read) = ended else {
         return;
     };
+    info.hand_to_hyper();
     let io = Rewind::new(io, read);
     let clock_info = Arc::clone(&info);
     let service =

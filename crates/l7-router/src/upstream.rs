@@ -22,7 +22,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::ProxyRequestBody;
 
 /// What the server side writes the same way: fields, lengths, chunks.
-pub(crate) use codec::{encode_chunk_header, encode_last_chunk, push_content_length, push_field};
+pub(crate) use codec::{
+    ResponseFields, encode_chunk_header, encode_last_chunk, push_content_length,
+};
 pub(crate) use h1::{BackendConns, H1Body};
 
 /// Errors a request or response body can carry through the proxy.

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::{Answer, ConnInfo, Hosts, is_idempotent, is_upgrade};
 use crate::body::{AccessLine, BodyTooLarge, Inner, ProxyRequestBody};
 use crate::headers::{self, Forwarding};
-use crate::upstream::{H1Body, UpstreamError};
+use crate::upstream::{H1Body, ResponseFields, UpstreamError};
 use crate::{HttpListenerConfig, RouteTarget};
 
 /// Attempts per request at most: the first plus up to 10 retries (config allows 0 to 10).
@@ -62,6 +62,15 @@ impl Failure {
             Failure::Backend(err)
         }
     }
+}
+
+/// A backend's answer: the response (its header map empty when the head's fields are in
+/// `head`), and the backend kept counted as active until the body is over.
+pub(super) struct Answered {
+    pub response: Response<Inner>,
+    /// The fields of a head read by the HTTP/1.1 codec (hop-by-hop ones already left out).
+    pub head: Option<ResponseFields>,
+    pub active: ActiveConnection,
 }
 
 /// A routed request on its way to a backend.
@@ -263,7 +272,11 @@ pub(super) fn h1(
                             Err(_) => break 'sent Err(Failure::Timeout),
                         };
                         pool.report_connect_success(index, connect_time);
-                        break 'sent Ok((response.map(Inner::Incoming), active));
+                        break 'sent Ok(Answered {
+                            response: response.map(Inner::Incoming),
+                            head: None,
+                            active,
+                        });
                     }
                     let reused = conn.is_reused();
                     let sent =
@@ -271,12 +284,16 @@ pub(super) fn h1(
                     let failed = match sent {
                         Ok(Ok(head)) => {
                             pool.report_connect_success(index, connect_time);
-                            let (status_and_headers, ()) = head.response.into_parts();
                             let body =
                                 H1Body::new(conn, head.framing, head.keep_alive, Arc::clone(conns));
-                            let response =
-                                Response::from_parts(status_and_headers, Inner::H1(body));
-                            break 'sent Ok((response, active));
+                            let mut response = Response::new(Inner::H1(body));
+                            *response.status_mut() = head.status;
+                            *response.version_mut() = head.version;
+                            break 'sent Ok(Answered {
+                                response,
+                                head: Some(head.fields),
+                                active,
+                            });
                         }
                         Ok(Err(failed)) => failed,
                         Err(_) => break 'sent Err(Failure::Timeout),
@@ -310,7 +327,7 @@ async fn h2_send(
     call: Call,
     target: &RouteTarget,
     bytes_in: &Counter,
-) -> Result<(Response<Inner>, ActiveConnection), Failure> {
+) -> Result<Answered, Failure> {
     let pool = &target.pool;
     let (parts, body) = call.req.into_parts();
     let path_and_query = parts
@@ -351,7 +368,11 @@ async fn h2_send(
         match sent {
             Ok(Ok(response)) => {
                 pool.report_connect_success(index, None);
-                return Ok((response.map(Inner::Incoming), active));
+                return Ok(Answered {
+                    response: response.map(Inner::Incoming),
+                    head: None,
+                    active,
+                });
             }
             Ok(Err(err)) if err.is_connect() => {
                 pool.report_connect_failure(index);

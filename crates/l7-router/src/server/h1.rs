@@ -161,14 +161,19 @@ where
             .map_or(BodyLength::Unknown, BodyLength::Exact)
     };
     out.clear();
-    let head = head::encode_response_head(
-        parts.status,
-        &parts.headers,
-        head_request,
-        length,
-        close,
-        out,
-    );
+    let (status, map) = (parts.status, &parts.headers);
+    let head = match body.take_head() {
+        // An HTTP/1.1 backend's fields, as it sent them.
+        Some(fields) => {
+            head::encode_response_head(status, fields.iter(), head_request, length, close, out)
+        }
+        None => {
+            let fields = map
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+            head::encode_response_head(status, fields, head_request, length, close, out)
+        }
+    };
     let mut writer = BodyWriter {
         framing: head.framing,
         trailers: head.trailers,

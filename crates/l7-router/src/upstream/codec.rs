@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use crate::headers;
 
@@ -94,7 +94,7 @@ pub(crate) fn encode_request_head(parts: &Parts, framing: RequestFraming, out: &
     out.extend_from_slice(b"\r\n");
 }
 
-pub(crate) fn push_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+fn push_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -143,14 +143,100 @@ pub(crate) fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>)
 /// A parsed response head with the framing of the body that follows it.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
-    /// Status, version (HTTP_10 or HTTP_11) and the header fields as received, except that
-    /// hop-by-hop fields (and those the Connection field names) are left out, a content-length
-    /// next to a transfer-encoding is removed and duplicate content-lengths are folded into
-    /// one. Header values are zero-copy slices of the head's bytes.
-    pub response: Response<()>,
+    pub status: StatusCode,
+    /// HTTP_10 or HTTP_11.
+    pub version: Version,
+    /// The header fields as received, except that hop-by-hop fields (and those the Connection
+    /// field names) are left out, a content-length next to a transfer-encoding is removed and
+    /// duplicate content-lengths are folded into one.
+    pub fields: ResponseFields,
     pub framing: BodyFraming,
     /// The connection can carry another request once this response's body is read to its end.
     pub keep_alive: bool,
+}
+
+/// A response head's fields, kept as where they sit in the head's bytes. Portico's own
+/// HTTP/1.1 server writes them to the client from there; a header map (a hash table with a
+/// name and a value object per field, most of the cost of a response head) is built only
+/// for hyper's server and HTTP/2 clients, by [`ResponseFields::header_map`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResponseFields {
+    head: Bytes,
+    fields: Vec<FieldAt>,
+    /// The value of a content-length folded from several (see `frame_response`).
+    folded_length: Bytes,
+}
+
+/// Where one field's name and value sit in the head's bytes, so that they can be cut out of
+/// the frozen head once httparse's borrow of the buffer has ended.
+#[derive(Debug, Clone, Copy)]
+struct FieldAt {
+    name: (usize, usize),
+    /// `None`: the folded content-length.
+    value: Option<(usize, usize)>,
+}
+
+impl ResponseFields {
+    /// Name and value of each field, in the order received; names in the case received.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.iter().map(|at| {
+            let value = match at.value {
+                Some((start, end)) => &self.head[start..end],
+                None => &self.folded_length[..],
+            };
+            (&self.head[at.name.0..at.name.1], value)
+        })
+    }
+
+    /// The fields as a header map; each value a zero-copy slice of the head.
+    pub(crate) fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.fields.len());
+        for at in &self.fields {
+            // httparse lets through exactly the names and values `http` accepts (tokens;
+            // visible bytes, spaces and tabs): nothing is dropped here.
+            let Ok(name) = HeaderName::from_bytes(&self.head[at.name.0..at.name.1]) else {
+                continue;
+            };
+            let value = match at.value {
+                Some((start, end)) => self.head.slice(start..end),
+                None => self.folded_length.clone(),
+            };
+            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    fn name(&self, at: &FieldAt) -> &[u8] {
+        &self.head[at.name.0..at.name.1]
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        self.fields
+            .iter()
+            .any(|at| self.name(at).eq_ignore_ascii_case(name))
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        let head = &self.head;
+        self.fields
+            .retain(|at| !head[at.name.0..at.name.1].eq_ignore_ascii_case(name));
+    }
+
+    /// Replaces every content-length field with one of value `n`, where the first one was.
+    fn fold_length(&mut self, n: u64) {
+        let mut first = true;
+        let head = &self.head;
+        self.fields.retain_mut(|at| {
+            if !head[at.name.0..at.name.1].eq_ignore_ascii_case(b"content-length") {
+                return true;
+            }
+            at.value = None;
+            std::mem::take(&mut first)
+        });
+        self.folded_length = Bytes::from(n.to_string());
+    }
 }
 
 /// How the response body is delimited.
@@ -202,14 +288,6 @@ pub(crate) enum ResponseError {
     UnaskedUpgrade,
 }
 
-/// Where one header's name and value sit in the head's bytes, so that the values can be cut
-/// out of the frozen head once httparse's borrow of the buffer has ended.
-#[derive(Debug, Clone, Copy)]
-struct HeaderIndices {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Parses the response head at the start of `buf`. Interim 1xx responses are consumed and
 /// skipped (the proxy does not forward them); a 101 is an error here (see
 /// [`ResponseError::UnaskedUpgrade`]). On `Complete` the head's bytes are split off `buf`, and
@@ -222,8 +300,9 @@ pub(crate) fn parse_response_head(
         match parse_one_head(buf)? {
             None => return Ok(Parsed::Partial),
             Some(Head::Interim) => continue,
-            Some(Head::Final(response, fields)) => {
-                return frame_response(response, &fields, request_method).map(Parsed::Complete);
+            Some(Head::Final(status, version, fields, framing)) => {
+                return frame_response(status, version, fields, &framing, request_method)
+                    .map(Parsed::Complete);
             }
         }
     }
@@ -232,7 +311,7 @@ pub(crate) fn parse_response_head(
 enum Head {
     /// An interim 1xx response, already consumed.
     Interim,
-    Final(Response<()>, FramingFields),
+    Final(StatusCode, Version, ResponseFields, FramingFields),
 }
 
 /// Parses one head off the front of `buf`; `None` when more bytes are needed.
@@ -273,27 +352,33 @@ fn parse_one_head(buf: &mut BytesMut) -> Result<Option<Head>, ResponseError> {
     let status = StatusCode::from_u16(code)
         .map_err(|_| ResponseError::Malformed(httparse::Error::Status))?;
     let base = window.as_ptr() as usize;
-    // Sized to the headers there are: a fixed array of the maximum would be zeroed per
-    // response (3 KiB, a tenth of a proxied request's instructions).
-    let indices: Vec<HeaderIndices> = parsed
-        .headers
-        .iter()
-        .map(|header| {
-            let name = header.name.as_ptr() as usize - base;
-            let value = header.value.as_ptr() as usize - base;
-            HeaderIndices {
-                name: (name, name + header.name.len()),
-                value: (value, value + header.value.len()),
-            }
-        })
-        .collect();
-    let head = buf.split_to(head_len).freeze();
-    let (headers, fields) = header_map(&head, &indices)?;
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    Ok(Some(Head::Final(response, fields)))
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    // Hop-by-hop fields are left out as they are read: a name compare per field, where
+    // removing them afterwards would be a pass and a search for each.
+    let mut framing = FramingFields::default();
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        framing.note(name, field.value);
+        if !headers::is_hop_by_hop_field(name, field.value) {
+            fields.push(FieldAt {
+                name: at(name),
+                value: Some(at(field.value)),
+            });
+        }
+    }
+    let mut fields = ResponseFields {
+        head: buf.split_to(head_len).freeze(),
+        fields,
+        folded_length: Bytes::new(),
+    };
+    for name in &framing.named {
+        fields.remove(name.as_str().as_bytes());
+    }
+    Ok(Some(Head::Final(status, version, fields, framing)))
 }
 
 /// What the framing decision needs from a head's header fields, noted while the map is built,
@@ -341,8 +426,8 @@ impl ContentLength {
 }
 
 impl FramingFields {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
-        if name == CONNECTION {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
             for token in headers::list_elements(value) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
@@ -350,12 +435,12 @@ impl FramingFields {
                     self.named.push(name);
                 }
             }
-        } else if name == TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str().as_bytes()) {
             self.transfer_encoding = true;
             if let Some(last) = headers::list_elements(value).last() {
                 self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
-        } else if name == CONTENT_LENGTH {
+        } else if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
             self.content_length_plain = self.content_length == ContentLength::Absent
                 && !value.is_empty()
                 && value.iter().all(u8::is_ascii_digit);
@@ -364,42 +449,14 @@ impl FramingFields {
     }
 }
 
-/// Builds the header map, each value a zero-copy slice of `head`, noting the framing fields.
-/// Hop-by-hop fields and those Connection names are left out: deciding that while the map is
-/// built costs a name compare per field, where removing them from the map afterwards costs a
-/// pass over it and a lookup for each (a tenth of the work of a response head).
-fn header_map(
-    head: &Bytes,
-    indices: &[HeaderIndices],
-) -> Result<(HeaderMap, FramingFields), ResponseError> {
-    let mut map = HeaderMap::with_capacity(indices.len());
-    let mut fields = FramingFields::default();
-    for at in indices {
-        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1])
-            .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1))
-            .map_err(|_| ResponseError::Malformed(httparse::Error::HeaderValue))?;
-        fields.note(&name, value.as_bytes());
-        if headers::is_hop_by_hop(&name, &value) {
-            continue;
-        }
-        map.append(name, value);
-    }
-    for name in &fields.named {
-        map.remove(name);
-    }
-    Ok((map, fields))
-}
-
 /// Decides the body framing and keep-alive of a final response (RFC 9112 section 6.3).
 fn frame_response(
-    mut response: Response<()>,
+    status: StatusCode,
+    version: Version,
+    mut headers: ResponseFields,
     fields: &FramingFields,
     request_method: &Method,
 ) -> Result<ResponseHead, ResponseError> {
-    let status = response.status();
-    let version = response.version();
-    let headers = response.headers_mut();
     let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
     let framing = if *request_method == Method::HEAD
         || status.is_informational()
@@ -412,7 +469,7 @@ fn frame_response(
         // content-length is not forwarded, and the connection is not trusted again. An
         // HTTP/1.0 message with transfer-encoding has faulty framing too (RFC 9112 6.1).
         if fields.content_length != ContentLength::Absent {
-            headers.remove(CONTENT_LENGTH);
+            headers.remove(CONTENT_LENGTH.as_str().as_bytes());
             keep_alive = false;
         }
         if version == Version::HTTP_10 {
@@ -429,10 +486,12 @@ fn frame_response(
             ContentLength::Absent => BodyFraming::UntilClose,
             ContentLength::Valid(n) => {
                 // (Unless Connection named it: then it goes, as the other fields it names.)
-                if !fields.content_length_plain && headers.contains_key(CONTENT_LENGTH) {
+                if !fields.content_length_plain
+                    && headers.contains(CONTENT_LENGTH.as_str().as_bytes())
+                {
                     // Repeated or list-valued: folded into one plain field, so that whoever
                     // reads the forwarded response sees a single, unambiguous length.
-                    headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+                    headers.fold_length(n);
                 }
                 if n == 0 {
                     BodyFraming::Empty
@@ -446,7 +505,9 @@ fn frame_response(
         keep_alive = false;
     }
     Ok(ResponseHead {
-        response,
+        status,
+        version,
+        fields: headers,
         framing,
         keep_alive,
     })

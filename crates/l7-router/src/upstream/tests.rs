@@ -219,7 +219,7 @@ async fn fetch(conns: &Arc<BackendConns>) -> Bytes {
         .await
         .map_err(|e| e.error)
         .expect("response");
-    assert_eq!(head.response.status(), StatusCode::OK);
+    assert_eq!(head.status, StatusCode::OK);
     let body = H1Body::new(conn, head.framing, head.keep_alive, Arc::clone(conns));
     body.collect().await.expect("body").to_bytes()
 }

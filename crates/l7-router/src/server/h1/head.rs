@@ -10,11 +10,11 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::headers::list_elements;
-use crate::upstream::{push_content_length, push_field};
+use crate::upstream::push_content_length;
 
 /// At most this many fields are parsed on the stack (hyper's default limit); a listener that
 /// allows more gets its larger heads served by hyper.
@@ -163,12 +163,13 @@ pub(crate) struct ResponseHead {
     pub trailers: Vec<HeaderName>,
 }
 
-/// Writes the head of `status` and `headers` into `out`, as hyper's server would: the framing
+/// Writes the head of `status` and its `fields` (names in any case) into `out`, as hyper's
+/// server would: the framing
 /// headers follow the body (a content-length the body agrees with is kept, an unknown length
 /// is chunked), `connection: close` is added when `close`, and `date` when absent.
-pub(crate) fn encode_response_head(
+pub(crate) fn encode_response_head<'a>(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     head_request: bool,
     body: BodyLength,
     close: bool,
@@ -192,14 +193,14 @@ pub(crate) fn encode_response_head(
     let mut framing = None;
     let mut wrote_date = false;
     let mut trailers = Vec::new();
-    for (name, value) in headers {
-        if *name == CONTENT_LENGTH {
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"content-length") {
             if !may_have_length || framing.is_some() {
                 continue;
             }
             match body {
                 BodyLength::Exact(n) => framing = Some(Framing::Length(n)),
-                BodyLength::Unknown => match parse_length(value.as_bytes()) {
+                BodyLength::Unknown => match parse_length(value) {
                     Some(n) => framing = Some(Framing::Length(n)),
                     None => continue,
                 },
@@ -207,20 +208,24 @@ pub(crate) fn encode_response_head(
                 BodyLength::Ended if head_request => framing = Some(Framing::Length(0)),
                 BodyLength::Ended => continue,
             }
-        } else if *name == TRANSFER_ENCODING || *name == CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"connection")
+        {
             // Framing and connection management are this hop's, decided here.
             continue;
-        } else if *name == DATE {
+        } else if name.eq_ignore_ascii_case(b"date") {
             wrote_date = true;
-        } else if *name == TRAILER {
+        } else if name.eq_ignore_ascii_case(b"trailer") {
             if !may_have_body {
                 continue;
             }
-            trailers.extend(
-                list_elements(value.as_bytes()).filter_map(|t| HeaderName::from_bytes(t).ok()),
-            );
+            trailers.extend(list_elements(value).filter_map(|t| HeaderName::from_bytes(t).ok()));
         }
-        push_field(name, value, out);
+        // Names go out in lower case, as from a header map.
+        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
     let framing = match framing {
         Some(framing) => framing,

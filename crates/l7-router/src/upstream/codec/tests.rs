@@ -205,12 +205,12 @@ fn error(bytes: &[u8]) -> ResponseError {
 #[test]
 fn ok_with_content_length() {
     let (head, rest) = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
-    assert_eq!(head.response.status(), StatusCode::OK);
-    assert_eq!(head.response.version(), Version::HTTP_11);
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.version, Version::HTTP_11);
     assert_eq!(head.framing, BodyFraming::Length(5));
     assert!(head.keep_alive);
-    assert_eq!(head.response.headers()["x-a"], "b");
-    assert_eq!(head.response.headers()[CONTENT_LENGTH], "5");
+    assert_eq!(head.fields.header_map()["x-a"], "b");
+    assert_eq!(head.fields.header_map()[CONTENT_LENGTH], "5");
     assert_eq!(&rest[..], b"hello");
 }
 
@@ -222,7 +222,7 @@ fn header_values_are_slices_of_the_buffer() {
     let Ok(Parsed::Complete(head)) = parse_response_head(&mut buf, &Method::GET) else {
         panic!("complete head expected");
     };
-    let value = head.response.headers()["x-long"].as_bytes().as_ptr() as usize;
+    let value = head.fields.header_map()["x-long"].as_bytes().as_ptr() as usize;
     assert!((start..end).contains(&value), "the value was copied");
 }
 
@@ -246,9 +246,9 @@ fn transfer_encoding_with_content_length() {
         complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(head.framing, BodyFraming::Chunked);
     assert!(!head.keep_alive);
-    assert!(!head.response.headers().contains_key(CONTENT_LENGTH));
+    assert!(!head.fields.header_map().contains_key(CONTENT_LENGTH));
     // Transfer-encoding is hop-by-hop: the proxy frames the body to the client itself.
-    assert!(!head.response.headers().contains_key(TRANSFER_ENCODING));
+    assert!(!head.fields.header_map().contains_key(TRANSFER_ENCODING));
 }
 
 #[test]
@@ -258,7 +258,8 @@ fn hop_by_hop_fields_are_left_out() {
           Proxy-Connection: x\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTE: gzip\r\nX-After: 2\r\n\
           X-Kept: 3\r\nContent-Length: 0\r\n\r\n",
     );
-    let mut names: Vec<&str> = head.response.headers().keys().map(|n| n.as_str()).collect();
+    let map = head.fields.header_map();
+    let mut names: Vec<&str> = map.keys().map(|n| n.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["content-length", "x-kept"]);
     assert!(head.keep_alive);
@@ -266,7 +267,8 @@ fn hop_by_hop_fields_are_left_out() {
     let (head, _) = complete(
         b"HTTP/1.1 200 OK\r\nClose: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     );
-    let mut names: Vec<&str> = head.response.headers().keys().map(|n| n.as_str()).collect();
+    let map = head.fields.header_map();
+    let mut names: Vec<&str> = map.keys().map(|n| n.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["content-length", "te"]);
     assert!(!head.keep_alive);
@@ -276,16 +278,12 @@ fn hop_by_hop_fields_are_left_out() {
 fn content_length_lists() {
     let (head, _) = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n");
     assert_eq!(head.framing, BodyFraming::Length(7));
-    let values: Vec<_> = head
-        .response
-        .headers()
-        .get_all(CONTENT_LENGTH)
-        .iter()
-        .collect();
+    let map = head.fields.header_map();
+    let values: Vec<_> = map.get_all(CONTENT_LENGTH).iter().collect();
     assert_eq!(values, ["7"]);
     let (head, _) = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 1,1\r\n\r\n");
     assert_eq!(head.framing, BodyFraming::Length(1));
-    assert_eq!(head.response.headers()[CONTENT_LENGTH], "1");
+    assert_eq!(head.fields.header_map()[CONTENT_LENGTH], "1");
     let (head, _) = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(head.framing, BodyFraming::Empty);
     assert!(head.keep_alive);
@@ -338,8 +336,8 @@ fn interim_responses_are_skipped() {
     let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
                   HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
     let (head, rest) = complete(bytes);
-    assert_eq!(head.response.status(), StatusCode::OK);
-    assert!(!head.response.headers().contains_key("link"));
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(!head.fields.header_map().contains_key("link"));
     assert_eq!(&rest[..], b"hi");
 
     // Split across calls: the 100 is consumed by the first call.
@@ -353,7 +351,7 @@ fn interim_responses_are_skipped() {
     let Ok(Parsed::Complete(head)) = parse_response_head(&mut buf, &Method::POST) else {
         panic!("complete head expected");
     };
-    assert_eq!(head.response.status(), StatusCode::OK);
+    assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.framing, BodyFraming::Empty);
     assert!(buf.is_empty());
 }
@@ -409,7 +407,13 @@ fn hop_by_hop_fields_go_as_to_client_takes_them_out() {
     for head in heads {
         let (parsed, _) = complete(head);
         assert_eq!(
-            sorted(parsed.response.headers()),
+            sorted(&parsed.fields.header_map()),
+            forwarded_by_to_client(head),
+            "in {}",
+            String::from_utf8_lossy(head)
+        );
+        assert_eq!(
+            sorted_fields(&parsed.fields),
             forwarded_by_to_client(head),
             "in {}",
             String::from_utf8_lossy(head)
@@ -417,18 +421,49 @@ fn hop_by_hop_fields_go_as_to_client_takes_them_out() {
     }
 }
 
+/// The fields as Portico's own server writes them: names lower-cased, values as they are.
+fn sorted_fields(fields: &ResponseFields) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = fields
+        .iter()
+        .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), v.to_vec()))
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn fields_come_in_the_order_and_case_received_and_the_map_agrees() {
+    let (head, _) = complete(
+        b"HTTP/1.1 200 OK\r\nX-B: 2\r\nContent-Length: 3, 3\r\nx-a: 1\r\nX-B: 3\r\ncontent-length: 3\r\nDate: d\r\n\r\n",
+    );
+    let fields: Vec<(&[u8], &[u8])> = head.fields.iter().collect();
+    let want: [(&[u8], &[u8]); 5] = [
+        (b"X-B", b"2"),
+        // Folded into one where the first one was.
+        (b"Content-Length", b"3"),
+        (b"x-a", b"1"),
+        (b"X-B", b"3"),
+        (b"Date", b"d"),
+    ];
+    assert_eq!(fields, want);
+    assert_eq!(
+        sorted_fields(&head.fields),
+        sorted(&head.fields.header_map())
+    );
+}
+
 #[test]
 fn a_content_length_connection_names_is_not_folded_back() {
     let (head, _) =
         complete(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5, 5\r\n\r\n");
     assert_eq!(head.framing, BodyFraming::Length(5));
-    assert!(!head.response.headers().contains_key(CONTENT_LENGTH));
+    assert!(!head.fields.header_map().contains_key(CONTENT_LENGTH));
 }
 
 #[test]
 fn keep_alive_rules() {
     let (head, _) = complete(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
-    assert_eq!(head.response.version(), Version::HTTP_10);
+    assert_eq!(head.version, Version::HTTP_10);
     assert!(!head.keep_alive);
     let (head, _) =
         complete(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: Keep-Alive\r\n\r\n");
@@ -461,12 +496,12 @@ fn pipelined_response_stays_in_buffer() {
     let Ok(Parsed::Complete(head)) = parse_response_head(&mut buf, &Method::GET) else {
         panic!("first head expected");
     };
-    assert_eq!(head.response.status(), StatusCode::OK);
+    assert_eq!(head.status, StatusCode::OK);
     assert_eq!(&buf[..], &second[..]);
     let Ok(Parsed::Complete(head)) = parse_response_head(&mut buf, &Method::GET) else {
         panic!("second head expected");
     };
-    assert_eq!(head.response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
     assert!(buf.is_empty());
 }
 
@@ -486,7 +521,7 @@ fn size_limits() {
         format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 0\r\n\r\n")
     };
     let (head, _) = complete(headers(MAX_RESPONSE_HEADERS - 1).as_bytes());
-    assert_eq!(head.response.headers().len(), MAX_RESPONSE_HEADERS);
+    assert_eq!(head.fields.header_map().len(), MAX_RESPONSE_HEADERS);
     assert!(matches!(
         error(headers(MAX_RESPONSE_HEADERS).as_bytes()),
         ResponseError::TooManyHeaders
@@ -536,9 +571,9 @@ fn byte_at_a_time_matches_whole() {
             }
         };
         buf.extend_from_slice(&bytes[fed..]);
-        assert_eq!(head.response.status(), whole.response.status());
-        assert_eq!(head.response.version(), whole.response.version());
-        assert_eq!(head.response.headers(), whole.response.headers());
+        assert_eq!(head.status, whole.status);
+        assert_eq!(head.version, whole.version);
+        assert_eq!(head.fields.header_map(), whole.fields.header_map());
         assert_eq!(head.framing, whole.framing);
         assert_eq!(head.keep_alive, whole.keep_alive);
         assert_eq!(buf, whole_rest);
@@ -780,11 +815,11 @@ fn head_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> String 
             Ok(Parsed::Complete(head)) => {
                 return format!(
                     "{} {:?} {:?} {} {:?} rest={}",
-                    head.response.status(),
-                    head.response.version(),
+                    head.status,
+                    head.version,
                     head.framing,
                     head.keep_alive,
-                    head.response.headers(),
+                    head.fields.header_map(),
                     bytes.len() - fed + buf.len()
                 );
             }

@@ -125,7 +125,10 @@ fn head(
     }
     let mut out = Vec::new();
     let status = StatusCode::from_u16(status).unwrap();
-    let written = encode_response_head(status, &headers, head_request, body, close, &mut out);
+    let fields = headers
+        .iter()
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    let written = encode_response_head(status, fields, head_request, body, close, &mut out);
     (String::from_utf8(out).unwrap(), written)
 }
 
