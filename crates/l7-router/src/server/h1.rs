@@ -73,14 +73,26 @@ where
             }
         };
         let method = served.request.method().clone();
-        let handling = proxy::handle(served.request.map(|()| None), Arc::clone(&conn));
-        let Some(Ok(response)) = answer_or_client_gone(handling, &mut io, &mut buf).await else {
+        // Pinned where it is made, and the answer written from where it lands: each move of
+        // these (a few hundred bytes each) is a copy.
+        let handling = pin!(proxy::handle(
+            served.request.map(|()| None),
+            Arc::clone(&conn)
+        ));
+        let Some(Ok(mut response)) = answer_or_client_gone(handling, &mut io, &mut buf).await
+        else {
             return Ended::Closed;
         };
         let close = served.close || conn.is_stopping();
-        let kept = write_response(&mut io, response, method == Method::HEAD, close, &mut out)
-            .await
-            .unwrap_or(false);
+        let kept = write_response(
+            &mut io,
+            &mut response,
+            method == Method::HEAD,
+            close,
+            &mut out,
+        )
+        .await
+        .unwrap_or(false);
         if !kept || close || conn.is_stopping() {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -98,9 +110,7 @@ where
         if buf.is_empty() && conn.is_stopping() {
             return Poll::Ready(false);
         }
-        if buf.capacity() - buf.len() < READ_BUF / 4 {
-            buf.reserve(READ_BUF);
-        }
+        make_room(buf);
         match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)) {
             Ok(0) | Err(_) => Poll::Ready(false),
             Ok(_) => Poll::Ready(true),
@@ -109,11 +119,20 @@ where
     .await
 }
 
+/// Makes room to read into, when little is left. A head split off the buffer keeps its
+/// bytes (the request's header values are slices of them), so the room shrinks request by
+/// request, and a new buffer comes every few dozen requests, not every one.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_BUF / 4 {
+        buf.reserve(READ_BUF);
+    }
+}
+
 /// Waits for the answer to a request; `None` if the client closed the connection first, as
 /// hyper drops a request whose client went away (the backend exchange is cancelled with it).
 /// Pipelined bytes that come meanwhile stay in `buf` for the next request.
 async fn answer_or_client_gone<F, I>(
-    handling: F,
+    mut handling: Pin<&mut F>,
     io: &mut I,
     buf: &mut BytesMut,
 ) -> Option<F::Output>
@@ -121,7 +140,6 @@ where
     F: Future,
     I: AsyncRead + Unpin,
 {
-    let mut handling = pin!(handling);
     poll_fn(|cx| {
         if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(answer));
@@ -129,7 +147,7 @@ where
         // Only while nothing is buffered (hyper looks no further either): a pipelining client
         // is still there.
         if buf.is_empty() {
-            buf.reserve(READ_BUF);
+            make_room(buf);
             if let Poll::Ready(Ok(0) | Err(_)) =
                 tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)
             {
@@ -144,7 +162,7 @@ where
 /// Writes `response` to the client: true if the connection can carry another request.
 async fn write_response<I>(
     io: &mut I,
-    response: Response<ResponseBody>,
+    response: &mut Response<ResponseBody>,
     head_request: bool,
     close: bool,
     out: &mut Vec<u8>,
@@ -152,7 +170,8 @@ async fn write_response<I>(
 where
     I: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
+    let status = response.status();
+    let body = response.body_mut();
     let length = if body.is_end_stream() {
         BodyLength::Ended
     } else {
@@ -161,19 +180,20 @@ where
             .map_or(BodyLength::Unknown, BodyLength::Exact)
     };
     out.clear();
-    let (status, map) = (parts.status, &parts.headers);
     let head = match body.take_head() {
         // An HTTP/1.1 backend's fields, as it sent them.
         Some(fields) => {
             head::encode_response_head(status, fields.iter(), head_request, length, close, out)
         }
         None => {
-            let fields = map
+            let fields = response
+                .headers()
                 .iter()
                 .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
             head::encode_response_head(status, fields, head_request, length, close, out)
         }
     };
+    let body = response.body_mut();
     let mut writer = BodyWriter {
         framing: head.framing,
         trailers: head.trailers,
@@ -187,11 +207,11 @@ where
     // Frames that are ready go out with the head (and with each other) in one write; what is
     // buffered is written before waiting for more.
     loop {
-        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 write_out(io, out).await?;
-                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
         let frame = match frame {

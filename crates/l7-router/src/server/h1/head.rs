@@ -20,6 +20,10 @@ use crate::upstream::push_content_length;
 /// allows more gets its larger heads served by hyper.
 const MAX_FIELDS: usize = 100;
 
+/// At most this many fields are added to a request on its way to the backend (forwarding
+/// fields, request id, host).
+const FORWARDING_FIELDS: usize = 6;
+
 /// What [`parse_request`] found at the front of the buffer. (Not boxed: it is returned once
 /// per request and taken apart at once, where a box would be an allocation per request.)
 #[derive(Debug)]
@@ -124,7 +128,8 @@ fn request(
     places: &[FieldAt],
 ) -> Option<Request<()>> {
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).ok()?;
-    let mut headers = HeaderMap::with_capacity(places.len());
+    // Room for the forwarding fields `headers::to_backend` adds: growing a map rehashes it.
+    let mut headers = HeaderMap::with_capacity(places.len() + FORWARDING_FIELDS);
     for at in places {
         let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).ok()?;
@@ -194,35 +199,38 @@ pub(crate) fn encode_response_head<'a>(
     let mut wrote_date = false;
     let mut trailers = Vec::new();
     for (name, value) in fields {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if !may_have_length || framing.is_some() {
-                continue;
+        match field_kind(name) {
+            FieldKind::ContentLength => {
+                if !may_have_length || framing.is_some() {
+                    continue;
+                }
+                match body {
+                    BodyLength::Exact(n) => framing = Some(Framing::Length(n)),
+                    BodyLength::Unknown => match parse_length(value) {
+                        Some(n) => framing = Some(Framing::Length(n)),
+                        None => continue,
+                    },
+                    // A HEAD response's length describes the body it does not have.
+                    BodyLength::Ended if head_request => framing = Some(Framing::Length(0)),
+                    BodyLength::Ended => continue,
+                }
             }
-            match body {
-                BodyLength::Exact(n) => framing = Some(Framing::Length(n)),
-                BodyLength::Unknown => match parse_length(value) {
-                    Some(n) => framing = Some(Framing::Length(n)),
-                    None => continue,
-                },
-                // A HEAD response's length describes the body it does not have.
-                BodyLength::Ended if head_request => framing = Some(Framing::Length(0)),
-                BodyLength::Ended => continue,
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"connection")
-        {
             // Framing and connection management are this hop's, decided here.
-            continue;
-        } else if name.eq_ignore_ascii_case(b"date") {
-            wrote_date = true;
-        } else if name.eq_ignore_ascii_case(b"trailer") {
-            if !may_have_body {
-                continue;
+            FieldKind::ThisHop => continue,
+            FieldKind::Date => wrote_date = true,
+            FieldKind::Trailer => {
+                if !may_have_body {
+                    continue;
+                }
+                let names = list_elements(value).filter_map(|t| HeaderName::from_bytes(t).ok());
+                trailers.extend(names);
             }
-            trailers.extend(list_elements(value).filter_map(|t| HeaderName::from_bytes(t).ok()));
+            FieldKind::Other => {}
         }
         // Names go out in lower case, as from a header map.
-        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        let start = out.len();
+        out.extend_from_slice(name);
+        out[start..].make_ascii_lowercase();
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
@@ -269,6 +277,33 @@ pub(crate) fn encode_response_head<'a>(
         } else {
             Vec::new()
         },
+    }
+}
+
+/// The fields the response head's encoding looks at.
+enum FieldKind {
+    ContentLength,
+    /// Transfer-encoding and connection: this hop's, never passed on as they are.
+    ThisHop,
+    Date,
+    Trailer,
+    Other,
+}
+
+/// Which of [`FieldKind`] a name (in any case) is: one length test and at most one compare.
+fn field_kind(name: &[u8]) -> FieldKind {
+    let (kind, lower): (FieldKind, &[u8]) = match name.len() {
+        4 => (FieldKind::Date, b"date"),
+        7 => (FieldKind::Trailer, b"trailer"),
+        10 => (FieldKind::ThisHop, b"connection"),
+        14 => (FieldKind::ContentLength, b"content-length"),
+        17 => (FieldKind::ThisHop, b"transfer-encoding"),
+        _ => return FieldKind::Other,
+    };
+    if name.eq_ignore_ascii_case(lower) {
+        kind
+    } else {
+        FieldKind::Other
     }
 }
 
