@@ -1,5 +1,7 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
-//! hyper serving HTTP/1.1 and HTTP/2 on the same port -> one proxied request per stream.
+//! Portico's own HTTP/1.1 server for requests without a body ([`h1`]), then hyper (HTTP/1.1
+//! and HTTP/2 on the same port) from the first request it does not serve -> one proxied
+//! request per stream.
 
 mod h1;
 mod head_deadline;
