@@ -10,6 +10,7 @@ mod forwarding;
 mod grpc;
 mod hostile;
 mod operations;
+mod own_path;
 mod routing;
 mod streaming;
 mod tls;
