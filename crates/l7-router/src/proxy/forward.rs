@@ -287,8 +287,9 @@ pub(super) fn h1(
                             let body =
                                 H1Body::new(conn, head.framing, head.keep_alive, Arc::clone(conns));
                             let mut response = Response::new(Inner::H1(body));
+                            // The backend's version stays with the backend (RFC 9110 §6.2):
+                            // the client's connection speaks its own.
                             *response.status_mut() = head.status;
-                            *response.version_mut() = head.version;
                             break 'sent Ok(Answered {
                                 response,
                                 head: Some(head.fields),

@@ -44,6 +44,17 @@ pub(super) enum Ended<I> {
     HandOver(I, Bytes),
 }
 
+/// What a request asked of its answer.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// It is a HEAD request: the answer has no body.
+    head: bool,
+    /// The connection closes after the answer (`connection: close` is sent).
+    close: bool,
+    /// It takes trailer fields (TE: trailers).
+    trailers: bool,
+}
+
 /// The limits of request heads, from the listener's config.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
@@ -72,9 +83,11 @@ where
                 return Ended::Closed;
             }
         };
-        let method = served.request.method().clone();
-        // Pinned where it is made, and the answer written from where it lands: each move of
-        // these (a few hundred bytes each) is a copy.
+        let mut asked = Asked {
+            head: served.request.method() == Method::HEAD,
+            close: served.close,
+            trailers: served.takes_trailers,
+        };
         let handling = pin!(proxy::handle(
             served.request.map(|()| None),
             Arc::clone(&conn)
@@ -83,17 +96,11 @@ where
         else {
             return Ended::Closed;
         };
-        let close = served.close || conn.is_stopping();
-        let kept = write_response(
-            &mut io,
-            &mut response,
-            method == Method::HEAD,
-            close,
-            &mut out,
-        )
-        .await
-        .unwrap_or(false);
-        if !kept || close || conn.is_stopping() {
+        asked.close |= conn.is_stopping();
+        let kept = write_response(&mut io, &mut response, asked, &mut out)
+            .await
+            .unwrap_or(false);
+        if !kept || asked.close || conn.is_stopping() {
             let _ = io.shutdown().await;
             return Ended::Closed;
         }
@@ -163,8 +170,7 @@ where
 async fn write_response<I>(
     io: &mut I,
     response: &mut Response<ResponseBody>,
-    head_request: bool,
-    close: bool,
+    asked: Asked,
     out: &mut Vec<u8>,
 ) -> io::Result<bool>
 where
@@ -180,6 +186,7 @@ where
             .map_or(BodyLength::Unknown, BodyLength::Exact)
     };
     out.clear();
+    let (head_request, close) = (asked.head, asked.close);
     let head = match body.take_head() {
         // An HTTP/1.1 backend's fields, as it sent them.
         Some(fields) => {
@@ -196,7 +203,11 @@ where
     let body = response.body_mut();
     let mut writer = BodyWriter {
         framing: head.framing,
-        trailers: head.trailers,
+        trailers: if asked.trailers {
+            head.trailers
+        } else {
+            Vec::new()
+        },
         sent: 0,
     };
     if writer.framing == Framing::Length(0) {

@@ -143,9 +143,8 @@ pub(crate) fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>)
 /// A parsed response head with the framing of the body that follows it.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
+    /// (Its version only decides framing and keep-alive here: it stays with the backend.)
     pub status: StatusCode,
-    /// HTTP_10 or HTTP_11.
-    pub version: Version,
     /// The header fields as received, except that hop-by-hop fields (and those the Connection
     /// field names) are left out, a content-length next to a transfer-encoding is removed and
     /// duplicate content-lengths are folded into one.
@@ -506,7 +505,6 @@ fn frame_response(
     }
     Ok(ResponseHead {
         status,
-        version,
         fields: headers,
         framing,
         keep_alive,

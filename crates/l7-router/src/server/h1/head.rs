@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::headers::list_elements;
@@ -44,6 +44,9 @@ pub(crate) struct Served {
     pub request: Request<()>,
     /// The client asked to close the connection after this response.
     pub close: bool,
+    /// The client takes trailer fields (its TE lists `trailers`); as hyper, none are sent
+    /// to a client that did not say so.
+    pub takes_trailers: bool,
 }
 
 /// Where one field's name and value sit in the head's bytes, so that the values can be cut
@@ -86,6 +89,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
     };
     let target_at = at(target.as_bytes());
     let mut close = false;
+    let mut takes_trailers = false;
     let mut places = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
@@ -98,6 +102,9 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
         }
         if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
             close |= list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case(TE.as_str().as_bytes()) {
+            takes_trailers |=
+                list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
         }
         places.push(FieldAt {
             name: at(name),
@@ -109,7 +116,11 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
     };
     let head = buf.split_to(head_len).freeze();
     match request(&head, method, target_at, &places) {
-        Some(request) => Parsed::Serve(Served { request, close }),
+        Some(request) => Parsed::Serve(Served {
+            request,
+            close,
+            takes_trailers,
+        }),
         // httparse let through what `http` refuses: hyper (which refuses it too) answers.
         None => {
             let mut whole = BytesMut::from(&head[..]);

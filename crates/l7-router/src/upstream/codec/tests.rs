@@ -1,6 +1,6 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use super::*;
 
@@ -206,7 +206,6 @@ fn error(bytes: &[u8]) -> ResponseError {
 fn ok_with_content_length() {
     let (head, rest) = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
     assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(head.version, Version::HTTP_11);
     assert_eq!(head.framing, BodyFraming::Length(5));
     assert!(head.keep_alive);
     assert_eq!(head.fields.header_map()["x-a"], "b");
@@ -463,7 +462,6 @@ fn a_content_length_connection_names_is_not_folded_back() {
 #[test]
 fn keep_alive_rules() {
     let (head, _) = complete(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
-    assert_eq!(head.version, Version::HTTP_10);
     assert!(!head.keep_alive);
     let (head, _) =
         complete(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: Keep-Alive\r\n\r\n");
@@ -572,7 +570,6 @@ fn byte_at_a_time_matches_whole() {
         };
         buf.extend_from_slice(&bytes[fed..]);
         assert_eq!(head.status, whole.status);
-        assert_eq!(head.version, whole.version);
         assert_eq!(head.fields.header_map(), whole.fields.header_map());
         assert_eq!(head.framing, whole.framing);
         assert_eq!(head.keep_alive, whole.keep_alive);
@@ -814,9 +811,8 @@ fn head_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> String 
         match parse_response_head(&mut buf, &Method::GET) {
             Ok(Parsed::Complete(head)) => {
                 return format!(
-                    "{} {:?} {:?} {} {:?} rest={}",
+                    "{} {:?} {} {:?} rest={}",
                     head.status,
-                    head.version,
                     head.framing,
                     head.keep_alive,
                     head.fields.header_map(),

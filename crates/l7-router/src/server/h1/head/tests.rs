@@ -54,6 +54,30 @@ fn connection_close_is_noted_among_other_tokens() {
 }
 
 #[test]
+fn te_trailers_is_noted_as_hyper_reads_it() {
+    assert!(
+        served("GET / HTTP/1.1\r\nTE: gzip, Trailers\r\n\r\n")
+            .0
+            .takes_trailers
+    );
+    assert!(
+        served("GET / HTTP/1.1\r\nte: gzip\r\nTE: trailers\r\n\r\n")
+            .0
+            .takes_trailers
+    );
+    assert!(
+        !served("GET / HTTP/1.1\r\nTE: gzip\r\n\r\n")
+            .0
+            .takes_trailers
+    );
+    assert!(
+        !served("GET / HTTP/1.1\r\nX-TE: trailers\r\n\r\n")
+            .0
+            .takes_trailers
+    );
+}
+
+#[test]
 fn a_partial_head_waits_for_more() {
     let (parsed, rest) = parse("GET / HTTP/1.1\r\nHost: a");
     assert!(matches!(parsed, Parsed::Partial));
