@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -132,12 +133,25 @@ async fn connection(
     stop: CancellationToken,
 ) {
     match &config.tls {
-        None => serve_http(stream, peer, false, &config, shared, source, stop).await,
+        None => {
+            let client = Client {
+                peer,
+                tls: false,
+                h2: false,
+            };
+            serve_http(stream, client, &config, shared, source, stop).await;
+        }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
             match tokio::time::timeout(config.header_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
-                    serve_http(tls_stream, peer, true, &config, shared, source, stop).await;
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let client = Client {
+                        peer,
+                        tls: true,
+                        h2,
+                    };
+                    serve_http(tls_stream, client, &config, shared, source, stop).await;
                 }
                 Ok(Err(err)) => {
                     tracing::debug!(listener = %shared.name, %peer, error = %err, "TLS handshake failed")
@@ -150,10 +164,18 @@ async fn connection(
     }
 }
 
-async fn serve_http<I>(
-    io: I,
+/// Who is at the other end of a client connection.
+#[derive(Debug, Clone, Copy)]
+struct Client {
     peer: SocketAddr,
     tls: bool,
+    /// TLS negotiated HTTP/2 (ALPN `h2`).
+    h2: bool,
+}
+
+async fn serve_http<I>(
+    io: I,
+    client: Client,
     config: &HttpListenerConfig,
     shared: &Arc<HttpListenerShared>,
     source: Arc<dyn ConfigSource>,
@@ -161,62 +183,81 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Client { peer, tls, h2 } = client;
     let info = Arc::new(ConnInfo::new(peer, tls, Arc::clone(shared), source));
     let io = HeadDeadline::new(io, Arc::clone(&info), config.header_timeout);
-    // Portico's own path serves HTTP/1.1 requests without a body; the first other request (or
-    // HTTP/2's preface) hands the connection to hyper, with what was read of it. The stop is
-    // seen by the own path through `ConnInfo::stop`, on the same terms as hyper's shutdown
-    // below: not before the connection's first request started.
     let limits = h1::Limits {
         max_header_bytes: config.max_header_bytes.max(MIN_HTTP1_BUFFER),
         max_headers: config.max_headers,
     };
-    let own = h1::serve(io, Arc::clone(&info), limits);
-    tokio::pin!(own);
-    let ended = until_stopped(own, &stop, || !info.clock.is_fresh(), |_| info.stop()).await;
-    let h1::Ended::HandOver(io, read) = ended else {
-        return;
+    // Portico's own path serves HTTP/1.1 requests without a body; the first other request (or
+    // HTTP/2's preface) hands the connection to hyper, with what was read of it. The stop is
+    // seen by the own path through `ConnInfo::stop`, on the same terms as hyper's shutdown
+    // below: not before the connection's first request started.
+    let (io, read, http1_only) = if h2 {
+        (io, Bytes::new(), false)
+    } else {
+        let own = h1::serve(io, Arc::clone(&info), limits);
+        tokio::pin!(own);
+        match until_stopped(own, &stop, || !info.clock.is_fresh(), |_| info.stop()).await {
+            h1::Ended::Closed => return,
+            h1::Ended::HandOver { io, read, served } => (io, read, served),
+        }
     };
     info.hand_to_hyper();
-    let io = Rewind::new(io, read);
+    let io = TokioIo::new(Rewind::new(io, read));
     let clock_info = Arc::clone(&info);
     let service =
         service_fn(move |req: Request<Incoming>| proxy::handle(req.map(Some), Arc::clone(&info)));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No hyper header timer (and no timer, so none by default either): `HeadDeadline` keeps
-    // `header_timeout` with one timer per connection instead of one per request.
-    builder
-        .http1()
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes)
-        .keep_alive(true);
-    // hyper parses into a fixed array of its default size unless told a count, and then fills
-    // a vector of that count for every request head: only set a count that differs.
-    if config.max_headers != HYPER_MAX_HEADERS {
-        builder.http1().max_headers(config.max_headers);
-    }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(H2_PING_EVERY))
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
     // A connection still waiting for its first request when the stop comes has a client that
     // just connected, and a request on its way: hyper would close it unread (it counts as
     // idle), so the shutdown waits for that request, which is then answered with
     // `Connection: close` (nginx does the same; HTTP/2's preface turns the clock off, so an
     // HTTP/2 connection gets its GOAWAY as soon as it is seen). `header_timeout` and
     // `shutdown_grace` bound the wait.
-    let result = until_stopped(
-        conn,
-        &stop,
-        || !clock_info.clock.is_fresh(),
-        |conn| conn.graceful_shutdown(),
-    )
-    .await;
+    let may_shut_down = || !clock_info.clock.is_fresh();
+    // No hyper header timer (and no timer, so none by default either): `HeadDeadline` keeps
+    // `header_timeout` with one timer per connection instead of one per request. hyper parses
+    // into a fixed array of its default size unless told a count, and then fills a vector of
+    // that count for every request head: only a count that differs is set.
+    let max_headers = (config.max_headers != HYPER_MAX_HEADERS).then_some(config.max_headers);
+    let result = if http1_only {
+        // A connection that has carried HTTP/1.1 requests stays HTTP/1.1: an HTTP/2 preface
+        // now is a malformed request, as it always was.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .header_read_timeout(None)
+            .max_buf_size(limits.max_header_bytes)
+            .keep_alive(true);
+        if let Some(max) = max_headers {
+            builder.max_headers(max);
+        }
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        until_stopped(conn, &stop, may_shut_down, |c| c.graceful_shutdown())
+            .await
+            .map_err(Into::into)
+    } else {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .header_read_timeout(None)
+            .max_buf_size(limits.max_header_bytes)
+            .keep_alive(true);
+        if let Some(max) = max_headers {
+            builder.http1().max_headers(max);
+        }
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(H2_PING_EVERY))
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        until_stopped(conn, &stop, may_shut_down, |c| c.graceful_shutdown()).await
+    };
     if let Err(err) = result {
         tracing::debug!(listener = %shared.name, %peer, error = %err, "client connection ended with an error");
     }
@@ -303,9 +344,9 @@ impl Wake for StopWake {
 }
 
 /// The header count hyper's HTTP/1 parser allows when none is set.
-const HYPER_MAX_HEADERS: usize = 100;
+pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
-const MIN_HTTP1_BUFFER: usize = 8192;
+pub(crate) const MIN_HTTP1_BUFFER: usize = 8192;
 /// HTTP/2 keep-alive pings find dead client connections.
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);

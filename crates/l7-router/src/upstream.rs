@@ -23,7 +23,7 @@ use crate::body::ProxyRequestBody;
 
 /// What the server side writes the same way: fields, lengths, chunks.
 pub(crate) use codec::{
-    ResponseFields, encode_chunk_header, encode_last_chunk, push_content_length,
+    ResponseFields, encode_chunk_header, encode_last_chunk, parse_decimal, push_content_length,
 };
 pub(crate) use h1::{BackendConns, H1Body};
 

@@ -636,3 +636,53 @@ fn a_graceful_stop_answers_requests_in_progress_with_close_and_closes_idle_conne
     }
     assert_eq!(portico.wait_exit(WAIT).code(), Some(0));
 }
+
+/// HTTP/2's preface is a connection's first bytes or nothing: at the start it gets HTTP/2
+/// (the server's SETTINGS frame), after a request the own path served it is a malformed
+/// HTTP/1.1 request (the connection is closed), as it was when hyper served every request. Catches a handover to hyper's version-sniffing builder mid-connection, which
+/// let a kept-alive HTTP/1.1 connection turn into HTTP/2.
+#[test]
+fn an_http2_preface_after_a_served_request_is_no_http2() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let backend = ScriptedBackend::start();
+    let portico = start_portico(&backend);
+    let addr = portico.addr("web");
+    let first_bytes = |s: &mut TcpStream| {
+        s.write_all(&[PREFACE, SETTINGS].concat()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got.len() < 9 {
+            match std::io::Read::read(s, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    };
+
+    let fresh = first_bytes(&mut connect(addr));
+    assert_eq!(
+        fresh.get(3),
+        Some(&4),
+        "a fresh connection speaks HTTP/2: {fresh:?}"
+    );
+
+    let mut s = connect(addr);
+    assert_default(&get(&mut s, "/first"), "/first", "first");
+    // hyper closes an HTTP/1.1 connection that sends the preface without an answer.
+    let later = first_bytes(&mut s);
+    assert!(
+        later.is_empty() || later.starts_with(b"HTTP/1.1 4"),
+        "after a served request: {:?}",
+        String::from_utf8_lossy(&later)
+    );
+    assert_closed(&mut s, "after the preface");
+    // Portico still serves.
+    assert_default(
+        &get(&mut connect(addr), "/next"),
+        "/next",
+        "after the preface",
+    );
+}

@@ -29,7 +29,11 @@ use crate::proxy::{self, ConnInfo};
 use crate::upstream::{encode_chunk_header, encode_last_chunk};
 
 /// The read buffer of a connection starts this large (hyper's too).
-const READ_BUF: usize = 8192;
+const READ_BUF: usize = super::MIN_HTTP1_BUFFER;
+/// The write buffer starts this large (a response head), and is brought back to it after a
+/// response that grew it past [`WRITE_BUF_KEPT`], so an idle connection holds no more.
+const WRITE_BUF: usize = 1024;
+const WRITE_BUF_KEPT: usize = 16 * 1024;
 /// A body frame up to this size is copied behind the head (or its chunk header) and goes out
 /// in the same write; a larger one is written from where it is.
 const COPY_FRAME: usize = 16 * 1024;
@@ -40,8 +44,14 @@ const MAX_PENDING: usize = 64 * 1024;
 pub(super) enum Ended<I> {
     /// It is over (closed by either side, timed out, failed or stopped).
     Closed,
-    /// Hyper serves the rest of it, starting with these bytes.
-    HandOver(I, Bytes),
+    /// Hyper serves the rest of it, starting with the bytes read so far.
+    HandOver {
+        io: I,
+        read: Bytes,
+        /// This path served a request on it before (it is an HTTP/1.1 connection then, and
+        /// stays one).
+        served: bool,
+    },
 }
 
 /// What a request asked of its answer.
@@ -68,14 +78,21 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_BUF);
-    let mut out = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(WRITE_BUF);
+    let mut served_one = false;
     loop {
         let served = loop {
             // (Nothing to parse in an empty buffer: the usual case between two requests.)
             if !buf.is_empty() {
                 match head::parse_request(&mut buf, limits.max_header_bytes, limits.max_headers) {
                     Parsed::Serve(served) => break served,
-                    Parsed::HandOver => return Ended::HandOver(io, buf.freeze()),
+                    Parsed::HandOver => {
+                        return Ended::HandOver {
+                            io,
+                            read: buf.freeze(),
+                            served: served_one,
+                        };
+                    }
                     Parsed::Partial => {}
                 }
             }
@@ -83,6 +100,7 @@ where
                 return Ended::Closed;
             }
         };
+        served_one = true;
         let mut asked = Asked {
             head: served.request.method() == Method::HEAD,
             close: served.close,
@@ -97,9 +115,16 @@ where
             return Ended::Closed;
         };
         asked.close |= conn.is_stopping();
-        let kept = write_response(&mut io, &mut response, asked, &mut out)
-            .await
-            .unwrap_or(false);
+        let kept = match write_response(&mut io, &mut response, asked, &mut out).await {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::debug!(listener = conn.shared.name(), peer = %conn.peer, error = %err, "client connection ended with an error");
+                false
+            }
+        };
+        if out.capacity() > WRITE_BUF_KEPT {
+            out = Vec::with_capacity(WRITE_BUF);
+        }
         if !kept || asked.close || conn.is_stopping() {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -325,3 +350,6 @@ async fn put<I: AsyncWrite + Unpin>(data: Bytes, io: &mut I, out: &mut Vec<u8>) 
     out.clear();
     io.write_all(&data).await
 }
+
+#[cfg(test)]
+mod tests;

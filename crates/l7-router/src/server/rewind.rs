@@ -32,6 +32,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         let n = this.read.len().min(buf.remaining());
         buf.put_slice(&this.read[..n]);
         this.read.advance(n);
+        if this.read.is_empty() {
+            // Lets go of the buffer the bytes were read into, for the connection's lifetime.
+            this.read = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

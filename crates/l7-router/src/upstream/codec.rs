@@ -528,7 +528,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ResponseError> {
 }
 
 /// Digits only: no sign, no whitespace, not empty, no overflow.
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }

@@ -10,15 +10,15 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{self, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::headers::list_elements;
-use crate::upstream::push_content_length;
+use crate::upstream::{parse_decimal, push_content_length};
 
 /// At most this many fields are parsed on the stack (hyper's default limit); a listener that
 /// allows more gets its larger heads served by hyper.
-const MAX_FIELDS: usize = 100;
+const MAX_FIELDS: usize = crate::server::HYPER_MAX_HEADERS;
 
 /// At most this many fields are added to a request on its way to the backend (forwarding
 /// fields, request id, host).
@@ -217,7 +217,7 @@ pub(crate) fn encode_response_head<'a>(
                 }
                 match body {
                     BodyLength::Exact(n) => framing = Some(Framing::Length(n)),
-                    BodyLength::Unknown => match parse_length(value) {
+                    BodyLength::Unknown => match parse_decimal(value) {
                         Some(n) => framing = Some(Framing::Length(n)),
                         None => continue,
                     },
@@ -234,7 +234,7 @@ pub(crate) fn encode_response_head<'a>(
                     continue;
                 }
                 let names = list_elements(value).filter_map(|t| HeaderName::from_bytes(t).ok());
-                trailers.extend(names);
+                trailers.extend(names.filter(may_trail));
             }
             FieldKind::Other => {}
         }
@@ -291,6 +291,27 @@ pub(crate) fn encode_response_head<'a>(
     }
 }
 
+/// Whether a field may come as a trailer: not one that frames, routes, authenticates or
+/// describes the body, which a client must not learn only after the body (RFC 9110 §6.5.1;
+/// hyper's list).
+fn may_trail(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+    )
+}
+
 /// The fields the response head's encoding looks at.
 enum FieldKind {
     ContentLength,
@@ -316,14 +337,6 @@ fn field_kind(name: &[u8]) -> FieldKind {
     } else {
         FieldKind::Other
     }
-}
-
-/// A content-length value of digits only (the codec and local answers write no other).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The `date` value of the current second, formatted once a second per thread (as hyper does).

@@ -261,6 +261,10 @@ fn only_announced_trailers_of_a_chunked_body_are_kept() {
     let (_, written) = head(200, &announced, false, BodyLength::Unknown, false);
     assert_eq!(written.framing, Framing::Chunked);
     assert_eq!(written.trailers, ["grpc-status", "x-sum"]);
+    // Never those a client must know before the body.
+    let framing_ones = [("trailer", "content-length, set-cookie, x-sum, host")];
+    let (_, written) = head(200, &framing_ones, false, BodyLength::Unknown, false);
+    assert_eq!(written.trailers, ["x-sum"]);
     let with_length = [("trailer", "x-sum"), ("content-length", "3")];
     let (_, written) = head(200, &with_length, false, BodyLength::Exact(3), false);
     assert!(written.trailers.is_empty());
