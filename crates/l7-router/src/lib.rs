@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 mod body;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod headers;
 mod metrics;
 mod proxy;

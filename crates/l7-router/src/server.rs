@@ -3,7 +3,7 @@
 //! and HTTP/2 on the same port) from the first request it does not serve -> one proxied
 //! request per stream.
 
-mod h1;
+pub(crate) mod h1;
 mod head_deadline;
 mod rewind;
 

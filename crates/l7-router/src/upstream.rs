@@ -6,7 +6,7 @@
 //! costs no hop through a per-connection dispatch task. HTTP/2 backends (`http2 = true`, for
 //! gRPC) multiplex many requests on one connection and keep hyper-util's pooled client.
 
-mod codec;
+pub(crate) mod codec;
 mod h1;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@
 //! connection, and gives every error answer (400, 431, ...) exactly as before. A graceful stop
 //! closes an idle connection, and answers a request in progress with `connection: close`.
 
-mod head;
+pub(crate) mod head;
 
 use std::future::{Future, poll_fn};
 use std::io;
