@@ -198,6 +198,14 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether `value` is a Host field value: `uri-host [":" port]` of RFC 3986, as characters
+/// (reg-name, IPv4, or an IP literal in brackets; empty when the target has no authority).
+pub(crate) fn is_host_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+}
+
 /// `s` without the optional whitespace (spaces and tabs) around it.
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
@@ -305,6 +313,32 @@ mod tests {
             forwarded: true,
             request_id: None,
             upgrade: false,
+        }
+    }
+
+    #[test]
+    fn host_values_are_hosts_and_ports() {
+        for ok in [
+            &b"api.example.com"[..],
+            b"api.example.com:8443",
+            b"192.0.2.7:80",
+            b"[2001:db8::1]:443",
+            b"xn--bcher-kva.example",
+            b"",
+        ] {
+            assert!(is_host_value(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"user@api.example.com"[..],
+            b"api.example.com/x",
+            b"api.example.com?",
+            b"api.example.com#",
+            b"api example.com",
+            b"api.example.com\t",
+            b"api\\example.com",
+            b"b\xc3\xbccher.example",
+        ] {
+            assert!(!is_host_value(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -251,6 +251,16 @@ fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
             access,
         );
     }
+    if let Some(problem) = host_problem(&req, host_header) {
+        // RFC 9112 §3.2: a request without a host to route on, or with one that is not a host,
+        // is a bad request (nginx and HAProxy answer the same).
+        return answer(
+            StatusCode::BAD_REQUEST,
+            problem,
+            MetricsRef::Listener(Arc::clone(shared)),
+            access,
+        );
+    }
     if req.headers().len() > config.max_headers {
         // hyper enforces the count on HTTP/1.1 only; this holds for HTTP/2 too.
         return answer(
@@ -367,6 +377,20 @@ fn request_host<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Optio
         value: value.clone(),
         from_target: false,
     })
+}
+
+/// Why a request's Host makes it a bad request, if it does: an HTTP/1.1 request must carry
+/// one (an absolute-form target's authority stands in for it), and its value must be a host
+/// and optional port (RFC 9110 §7.2): no user info, path, spaces or controls, nothing a
+/// backend could read as something else than the host Portico routed on.
+fn host_problem<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Option<&'static str> {
+    match host_header {
+        Some(value) if !headers::is_host_value(value.as_bytes()) => Some("invalid Host header\n"),
+        None if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Some("a Host header is required\n")
+        }
+        _ => None,
+    }
 }
 
 fn redirect<B>(

@@ -177,6 +177,51 @@ fn two_host_headers_get_400() {
     assert_eq!(api.requests() + other.requests(), 0);
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host, or with a Host value that is no host, is a
+/// bad request, on the own path (no body) and hyper's (a body); HTTP/1.0 needs none, and an
+/// absolute-form target stands in for it.
+#[test]
+fn a_missing_or_invalid_host_gets_400() {
+    let api = HttpBackend::start("api");
+    let other = HttpBackend::start("other");
+    let portico = Portico::start(&host_config(&api, &other));
+    let ask = |request: &[u8]| {
+        let mut s = connect(portico.addr("web"));
+        s.write_all(request).unwrap();
+        let r = read_response(&mut s);
+        (r.status, r.text())
+    };
+    for request in [
+        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        b"GET / HTTP/1.1\r\nHost: other.test@api.test\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: api.test/x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: api test\r\n\r\n",
+    ] {
+        let (status, text) = ask(request);
+        assert_eq!(
+            status,
+            400,
+            "{:?}: {text}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(text.contains("Host"), "{text}");
+    }
+    assert_eq!(api.requests() + other.requests(), 0);
+
+    // No Host needed: HTTP/1.0 (no route matches an empty host here), an absolute-form target.
+    assert_eq!(ask(b"GET / HTTP/1.0\r\n\r\n").0, 404);
+    assert_eq!(
+        ask(b"GET http://api.test/ HTTP/1.1\r\nConnection: close\r\n\r\n").0,
+        200
+    );
+    assert_eq!(
+        ask(b"GET / HTTP/1.1\r\nHost: api.test:80\r\nConnection: close\r\n\r\n").0,
+        200
+    );
+    assert_eq!(api.requests(), 2);
+}
+
 /// RFC 9112 §3.2.2: with an absolute-form target, a proxy ignores the Host header and uses the
 /// target's host. Portico routes by the target: the backend must see that host too, not the
 /// one the route was not chosen for.
