@@ -38,18 +38,20 @@ die() { log "error: $*"; exit 1; }
 # shellcheck source=../lib/procs.sh
 source "$ROOT/benches/lib/procs.sh"
 
-# CPU of a process group, in clock ticks: utime + stime (fields 14 and 15 of /proc/PID/stat)
-# of every process whose process group (field 5) is PGID; threads are included.
+# CPU of a process group, in clock ticks: "user system", the sums of utime and stime (fields 14
+# and 15 of /proc/PID/stat) of every process whose process group (field 5) is PGID; threads are
+# included. The split shows how much of a proxy's CPU is its own code and how much the kernel's.
 group_ticks() {
-    local pg=$1 total=0 f line fields
+    local pg=$1 user=0 system=0 f line fields
     for f in /proc/[0-9]*/stat; do
         read -r line 2>/dev/null <"$f" || continue
         read -r -a fields <<<"${line##*) }"   # fields[0] is field 3 (state)
         if [[ ${fields[2]} == "$pg" ]]; then
-            total=$((total + fields[11] + fields[12]))
+            user=$((user + fields[11]))
+            system=$((system + fields[12]))
         fi
     done
-    echo "$total"
+    echo "$user $system"
 }
 
 # Busy ticks (user + nice + system) of one CPU, from /proc/stat: with the LB alone on its CPU,
@@ -128,20 +130,21 @@ measure() {
     wait "$START_PID" || true
     stop "$START_PID"
 
-    local lb0=0 lb1=0 busy0 busy1 t0 t1
-    [[ $pg == - ]] || lb0=$(group_ticks "$pg")
+    local user0=0 sys0=0 user1=0 sys1=0 busy0 busy1 t0 t1
+    [[ $pg == - ]] || read -r user0 sys0 < <(group_ticks "$pg")
     busy0=$(cpu_busy_ticks "$LB_CPU")
     t0=$(date +%s.%N)
     start "$name" "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency "$url"
     wait "$START_PID" || log "wrk failed: $OUT_DIR/$name.log"
     t1=$(date +%s.%N)
     busy1=$(cpu_busy_ticks "$LB_CPU")
-    [[ $pg == - ]] || lb1=$(group_ticks "$pg")
+    [[ $pg == - ]] || read -r user1 sys1 < <(group_ticks "$pg")
     stop "$START_PID"
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$unit" "$scenario" "$((lb1 - lb0))" \
-        "$((busy1 - busy0))" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" \
-        "$name.log" >>"$OUT_DIR/runs.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$unit" "$scenario" \
+        "$((user1 + sys1 - user0 - sys0))" "$((busy1 - busy0))" \
+        "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$name.log" \
+        "$((user1 - user0))" >>"$OUT_DIR/runs.tsv"
     log "round $ROUND $unit $scenario: $(awk '/Requests\/sec/ {print $2 " req/s"}' "$OUT_DIR/$name.log")"
 }
 
@@ -197,7 +200,8 @@ wait_ports "$BACKENDS_PG" "${NODE_PORTS[@]}" || die "backends did not start; see
 
 UNITS=($LBS)
 [[ $DIRECT == 1 ]] && UNITS=(direct "${UNITS[@]}")
-printf 'round\tunit\tscenario\tlb_ticks\tlbcpu_busy_ticks\tseconds\traw\n' >"$OUT_DIR/runs.tsv"
+printf 'round\tunit\tscenario\tlb_ticks\tlbcpu_busy_ticks\tseconds\traw\tlb_user_ticks\n' \
+    >"$OUT_DIR/runs.tsv"
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     # Rotate the order every round, so no LB always runs first or last.
     shift_by=$(((ROUND - 1) % ${#UNITS[@]}))

@@ -58,7 +58,11 @@ def load(out_dir):
             if run is None:
                 print(f"warning: no wrk result in {row['raw']}", file=sys.stderr)
                 continue
-            lb_s = int(row["lb_ticks"]) / CLK_TCK
+            lb_ticks = int(row["lb_ticks"])
+            lb_s = lb_ticks / CLK_TCK
+            # Older runs.tsv files have no user/system split.
+            user = row.get("lb_user_ticks")
+            user_pct = 100 * int(user) / lb_ticks if user and lb_ticks > 0 else None
             window = float(row["seconds"])
             other = int(row["lbcpu_busy_ticks"]) / CLK_TCK - lb_s
             run.update(
@@ -68,6 +72,7 @@ def load(out_dir):
                 req_per_cpu=run["requests"] / lb_s if lb_s > 0 else None,
                 mib_per_cpu=run["bytes"] / MIB / lb_s if lb_s > 0 else None,
                 other_pct=max(0.0, 100 * other / window),
+                user_pct=user_pct,
             )
             runs[(row["unit"], row["scenario"])][int(row["round"])] = run
     return runs
@@ -103,8 +108,8 @@ def table(runs, scenario, title):
         f"### {title}",
         "",
         f"| | {rate_name} (min–max) | ÷ HAProxy | p50 ms | p99 ms | p99 ÷ HAProxy "
-        f"| LB CPU-s | {eff_name} | ÷ HAProxy | errors | LB-core other % (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| LB CPU-s | {eff_name} | ÷ HAProxy | LB user % | errors | LB-core other % (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for unit in UNITS:
         rounds = runs.get((unit, scenario))
@@ -115,7 +120,7 @@ def table(runs, scenario, title):
         is_lb = unit != "direct"
         vs = lambda key: fmt(ratio_to_haproxy(runs, unit, scenario, key), 2) if is_lb else "–"
         lines.append(
-            "| {} | {} ({}–{}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} ({}–{}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 unit if is_lb else "direct (no LB)",
                 fmt(median(rates), 1 if big else 0),
                 fmt(min(rates), 0),
@@ -127,6 +132,7 @@ def table(runs, scenario, title):
                 fmt(median([r["lb_cpu_s"] for r in rs]), 2) if is_lb else "–",
                 fmt(median([r[eff] for r in rs]), 0) if is_lb else "–",
                 vs(eff),
+                fmt(median([r["user_pct"] for r in rs]), 1) if is_lb else "–",
                 sum(r["errors"] for r in rs),
                 fmt(max(r["other_pct"] for r in rs), 0),
             )
@@ -143,7 +149,9 @@ def main():
     print("\n".join(f"- {line}" for line in setup))
     print("\nMedians over rounds; ÷ HAProxy = median of per-round ratios (p99: lower is better,")
     print("the rest: higher is better). LB-core other % = CPU something else used on the LB's")
-    print("core during a run (approximate; high values mean the numbers shared the machine).\n")
+    print("core during a run (approximate; high values mean the numbers shared the machine).")
+    print("LB user % = the share of the LB's CPU spent in its own code (utime), the rest is the")
+    print("kernel's (stime): sockets, TCP on loopback, epoll.\n")
     for scenario, title in SCENARIOS:
         if any(s == scenario for (_, s) in runs):
             print(table(runs, scenario, title))
