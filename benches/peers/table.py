@@ -150,8 +150,8 @@ def main():
     print("\nMedians over rounds; ÷ HAProxy = median of per-round ratios (p99: lower is better,")
     print("the rest: higher is better). LB-core other % = CPU something else used on the LB's")
     print("core during a run (approximate; high values mean the numbers shared the machine).")
-    print("LB user % = the share of the LB's CPU spent in its own code (utime), the rest is the")
-    print("kernel's (stime): sockets, TCP on loopback, epoll.\n")
+    print("LB user % = the share of the LB's CPU spent in user space (utime: its code, libc, the")
+    print("allocator), the rest is the kernel's (stime): socket calls, TCP on loopback, epoll.\n")
     for scenario, title in SCENARIOS:
         if any(s == scenario for (_, s) in runs):
             print(table(runs, scenario, title))

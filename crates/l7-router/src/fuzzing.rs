@@ -6,6 +6,7 @@
 use bytes::BytesMut;
 use http::Method;
 
+use crate::server::HYPER_MAX_HEADERS;
 use crate::server::h1::head::{self, Parsed as RequestParsed};
 use crate::upstream::codec::{self, Chunk, Parsed as ResponseParsed};
 
@@ -42,10 +43,24 @@ fn request_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Opti
         buf.extend_from_slice(&bytes[fed..end]);
         fed = end;
         let before = buf.clone();
-        match head::parse_request(&mut buf, MAX_HEAD, 100) {
+        match head::parse_request(&mut buf, MAX_HEAD, HYPER_MAX_HEADERS) {
             RequestParsed::Serve(served) => {
                 let cut = before.len() - buf.len();
                 assert_eq!(before[cut..], buf[..], "bytes after the head were changed");
+                // The cut is where the head ends: at its empty line, and a parse of the
+                // bytes before it finds exactly them.
+                let head = &before[..cut];
+                assert!(
+                    head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n"),
+                    "the cut is not at an empty line"
+                );
+                let mut fields = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
+                let mut again = httparse::Request::new(&mut fields);
+                assert_eq!(
+                    again.parse(head).ok(),
+                    Some(httparse::Status::Complete(cut)),
+                    "the cut is not the end of the head"
+                );
                 return Some(format!("{:?}", served.request));
             }
             RequestParsed::HandOver => {

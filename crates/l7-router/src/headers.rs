@@ -198,12 +198,59 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Whether `value` is a Host field value: `uri-host [":" port]` of RFC 3986, as characters
-/// (reg-name, IPv4, or an IP literal in brackets; empty when the target has no authority).
+/// Whether `value` is `host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in
+/// brackets, or a non-empty reg-name (letters, digits, `-._~`, sub-delims, `%HH`; an IPv4
+/// address is one), then optionally `:` and digits. No user info (`@`), no second `:` outside
+/// brackets, no path, spaces, controls or non-ASCII: nothing a backend could read as another
+/// host than the one Portico routes on (the text before the first `:`).
 pub(crate) fn is_host_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            // IPv6, IPvFuture, a zone id (`%25eth0`): checked as characters.
+            Some(close) => (
+                close > 0
+                    && literal[..close]
+                        .iter()
+                        .all(|&b| is_reg_name_byte(b) || b == b':'),
+                &literal[close + 1..],
+            ),
+            None => return false,
+        },
+        None => {
+            let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            let name = &value[..colon];
+            (!name.is_empty() && is_reg_name(name), &value[colon..])
+        }
+    };
+    host_ok
+        && match port.split_first() {
+            None => true,
+            Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
+}
+
+/// RFC 3986 reg-name: unreserved, sub-delims and percent-encoded bytes.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        if b == b'%' {
+            match name.get(i + 1..i + 3) {
+                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i += 3,
+                _ => return false,
+            }
+        } else if is_reg_name_byte(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Unreserved and sub-delims (RFC 3986 §2.2, §2.3), plus `%` (callers check what follows it).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
 }
 
 /// `s` without the optional whitespace (spaces and tabs) around it.
@@ -321,15 +368,22 @@ mod tests {
         for ok in [
             &b"api.example.com"[..],
             b"api.example.com:8443",
+            b"api.example.com.",
+            b"api.example.com:",
             b"192.0.2.7:80",
             b"[2001:db8::1]:443",
+            b"[2001:db8::1]",
+            b"[fe80::1%25eth0]",
+            b"[v1.fe80::a+en1]",
             b"xn--bcher-kva.example",
-            b"",
+            b"caf%C3%A9.example",
         ] {
             assert!(is_host_value(ok), "{:?}", String::from_utf8_lossy(ok));
         }
         for bad in [
-            &b"user@api.example.com"[..],
+            &b""[..],
+            b"user@api.example.com",
+            b"api.test:@evil.test",
             b"api.example.com/x",
             b"api.example.com?",
             b"api.example.com#",
@@ -337,6 +391,18 @@ mod tests {
             b"api.example.com\t",
             b"api\\example.com",
             b"b\xc3\xbccher.example",
+            b"api.test:80,evil.test",
+            b"a.test:b.test:80",
+            b"api.test:http",
+            b":80",
+            b"api%zz.test",
+            b"api%2",
+            b"[::1",
+            b"[]:80",
+            b"[::1]x",
+            b"[::1]:8a",
+            b"]x",
+            b"x]:[",
         ] {
             assert!(!is_host_value(bad), "{:?}", String::from_utf8_lossy(bad));
         }

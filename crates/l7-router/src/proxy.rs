@@ -253,7 +253,7 @@ fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
     }
     if let Some(problem) = host_problem(&req, host_header) {
         // RFC 9112 §3.2: a request without a host to route on, or with one that is not a host,
-        // is a bad request (nginx and HAProxy answer the same).
+        // is a bad request.
         return answer(
             StatusCode::BAD_REQUEST,
             problem,
@@ -379,14 +379,21 @@ fn request_host<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Optio
     })
 }
 
-/// Why a request's Host makes it a bad request, if it does: an HTTP/1.1 request must carry
-/// one (an absolute-form target's authority stands in for it), and its value must be a host
-/// and optional port (RFC 9110 §7.2): no user info, path, spaces or controls, nothing a
-/// backend could read as something else than the host Portico routed on.
+/// Why a request's host makes it a bad request, if it does. The host Portico routes on is the
+/// request target's authority (absolute form, HTTP/2's `:authority`) or else the Host header,
+/// and the backend is told the same one, so each must be `host [":" port]` and nothing a
+/// backend could read as another host (`headers::is_host_value`); an empty Host too (RFC 9110
+/// §4.2.1). A request with neither is bad unless it is HTTP/1.0 (RFC 9112 §3.2, RFC 9113 §8.3.1).
 fn host_problem<B>(req: &Request<B>, host_header: Option<&HeaderValue>) -> Option<&'static str> {
+    let authority = req.uri().authority();
+    if authority.is_some_and(|a| !headers::is_host_value(a.as_str().as_bytes())) {
+        return Some("invalid Host in the request target\n");
+    }
     match host_header {
         Some(value) if !headers::is_host_value(value.as_bytes()) => Some("invalid Host header\n"),
-        None if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+        None if authority.is_none()
+            && !matches!(req.version(), Version::HTTP_09 | Version::HTTP_10) =>
+        {
             Some("a Host header is required\n")
         }
         _ => None,

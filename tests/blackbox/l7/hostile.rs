@@ -177,14 +177,29 @@ fn two_host_headers_get_400() {
     assert_eq!(api.requests() + other.requests(), 0);
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request without Host, or with a Host value that is no host, is a
-/// bad request, on the own path (no body) and hyper's (a body); HTTP/1.0 needs none, and an
-/// absolute-form target stands in for it.
+/// RFC 9112 §3.2: a request without a host, or whose host is not `host [":" port]`, gets 400:
+/// on the own path (no body) and hyper's (a body), over HTTP/1.1 and HTTP/2, from the Host
+/// header or the target's authority. A catch-all route stands behind the host route, so a
+/// request that slipped through would get a backend's 200.
 #[test]
 fn a_missing_or_invalid_host_gets_400() {
     let api = HttpBackend::start("api");
     let other = HttpBackend::start("other");
-    let portico = Portico::start(&host_config(&api, &other));
+    let portico = Portico::start(&format!(
+        r#"{pools}
+[listeners.web]
+bind = "127.0.0.1:0"
+protocol = "http"
+
+[[listeners.web.routes]]
+host = "api.test"
+pool = "api"
+
+[[listeners.web.routes]]
+pool = "other"
+"#,
+        pools = pools_of(&[&api, &other]),
+    ));
     let ask = |request: &[u8]| {
         let mut s = connect(portico.addr("web"));
         s.write_all(request).unwrap();
@@ -194,9 +209,14 @@ fn a_missing_or_invalid_host_gets_400() {
     for request in [
         &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
         b"POST / HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        b"GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: other.test@api.test\r\nConnection: close\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: api.test/x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: api.test:80,evil.test\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: api.test:http\r\nConnection: close\r\n\r\n",
         b"GET / HTTP/1.0\r\nHost: api test\r\n\r\n",
+        b"GET http://api.test:@evil.test/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET http://api.test/ HTTP/1.1\r\nHost: api.test/x\r\nConnection: close\r\n\r\n",
     ] {
         let (status, text) = ask(request);
         assert_eq!(
@@ -207,16 +227,29 @@ fn a_missing_or_invalid_host_gets_400() {
         );
         assert!(text.contains("Host"), "{text}");
     }
+    // HTTP/2: curl sends the Host header as :authority.
+    for host in ["api.test:@evil.test", "api.test:80,evil.test"] {
+        let r = Curl::http(portico.addr("web"), "/")
+            .arg("--http2-prior-knowledge")
+            .header(&format!("Host: {host}"))
+            .run();
+        assert_eq!(r.status, 400, "h2 :authority {host}: {r:#?}");
+    }
     assert_eq!(api.requests() + other.requests(), 0);
 
-    // No Host needed: HTTP/1.0 (no route matches an empty host here), an absolute-form target.
-    assert_eq!(ask(b"GET / HTTP/1.0\r\n\r\n").0, 404);
+    // Hosts to route on: HTTP/1.0 needs none; an absolute-form target stands in for Host.
+    assert_eq!(ask(b"GET / HTTP/1.0\r\n\r\n").0, 200);
+    assert_eq!(
+        ask(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n").0,
+        200
+    );
+    assert_eq!(other.requests(), 2);
     assert_eq!(
         ask(b"GET http://api.test/ HTTP/1.1\r\nConnection: close\r\n\r\n").0,
         200
     );
     assert_eq!(
-        ask(b"GET / HTTP/1.1\r\nHost: api.test:80\r\nConnection: close\r\n\r\n").0,
+        ask(b"GET / HTTP/1.1\r\nHost: api.test.:80\r\nConnection: close\r\n\r\n").0,
         200
     );
     assert_eq!(api.requests(), 2);
