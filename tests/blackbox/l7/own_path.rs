@@ -18,12 +18,13 @@
 mod backend;
 mod client;
 
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use super::pool;
 use crate::harness::{Portico, WAIT, connect, eventually};
-use backend::{BACKEND_DATE, CHUNKS, ScriptedBackend, default_body};
+use backend::{BACKEND_DATE, CHUNKS, LAG_LARGE, ScriptedBackend, default_body};
 use client::{
     BOTH, Server, assert_closed, assert_default, backend_active, get, masked_head, open,
     read_answer, request,
@@ -685,4 +686,91 @@ fn an_http2_preface_after_a_served_request_is_no_http2() {
         "/next",
         "after the preface",
     );
+}
+
+/// Reads from `s` until a response head has ended: what was read.
+fn read_past_head(s: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{what}: no whole head before the backend sent the rest: {other:?}"),
+        }
+    }
+    got
+}
+
+/// A backend that writes a small answer's head and body apart (nginx with sendfile does): the
+/// own path holds the head until the body is there, so the client gets the answer in one
+/// piece; a large or chunked body's head is never held (its client would wait on a backend
+/// that may stream). Catches a head written on its own, and a stream held back: the backend
+/// sends the rest only once the client has what came before it (or after [`WAIT`], twice as
+/// long as the client waits).
+#[test]
+fn a_small_answer_goes_out_whole_and_a_large_or_streamed_one_does_not_wait() {
+    let backend = ScriptedBackend::start();
+    let portico = start_portico(&backend);
+    let mut s = open(portico.addr("web"), Server::Own);
+    s.write_all(b"GET /lag/small HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    assert!(
+        eventually(|| backend.lagging() == 1),
+        "the backend did not write the head"
+    );
+    // Time for Portico to read the head (on a slow machine the check below passes anyway).
+    std::thread::sleep(Duration::from_millis(100));
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("the head went out before its 100-byte body: {other:?}"),
+    }
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    backend.open_gate();
+    let r = read_answer(&mut s, "GET");
+    assert_eq!((r.status, r.body.len()), (200, 100), "{r:#?}");
+
+    let mut buf = vec![0u8; 64 * 1024];
+    for server in BOTH {
+        backend.close_gate();
+        let mut s = open(portico.addr("web"), server);
+        // Shorter than the backend waits for the gate: what is held back does not come.
+        s.set_read_timeout(Some(WAIT / 2)).unwrap();
+        let lagging = backend.lagging();
+        s.write_all(b"GET /lag/large HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .unwrap();
+        let got = read_past_head(&mut s, &format!("{server:?} large"));
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(backend.lagging(), lagging + 1);
+        backend.open_gate();
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut body = got.len() - head_end;
+        while body < LAG_LARGE {
+            let n = s.read(&mut buf).expect("the large body");
+            assert!(
+                n > 0,
+                "{server:?}: closed after {body} of {LAG_LARGE} bytes"
+            );
+            body += n;
+        }
+        assert_eq!(body, LAG_LARGE, "{server:?}");
+
+        backend.close_gate();
+        s.write_all(b"GET /lag/chunked HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .unwrap();
+        let mut got = read_past_head(&mut s, &format!("{server:?} chunked"));
+        let first = format!("{:x}\r\n{}\r\n", CHUNKS[0].len(), CHUNKS[0]);
+        while !String::from_utf8_lossy(&got).contains(&first) {
+            let n = s.read(&mut buf).expect("the first chunk before the rest");
+            assert!(n > 0, "{server:?}: closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        backend.open_gate();
+    }
 }

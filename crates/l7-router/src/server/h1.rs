@@ -241,12 +241,18 @@ where
         return Ok(true);
     }
     // Frames that are ready go out with the head (and with each other) in one write; what is
-    // buffered is written before waiting for more.
+    // buffered is written before waiting for more, unless the rest of a length-framed body is
+    // small enough to be copied behind it anyway: a backend that writes a small response's head
+    // and body separately (nginx with sendfile does) then costs one write, not two, and the
+    // client gets one segment (nginx's postpone_output does the same). A body that streams
+    // (chunked: server-sent events, gRPC-Web) is never held back.
     loop {
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                write_out(io, out).await?;
+                if !writer.rest_fits_behind(out) {
+                    write_out(io, out).await?;
+                }
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
@@ -317,6 +323,18 @@ impl BodyWriter {
                 out.extend_from_slice(b"\r\n");
                 Ok(())
             }
+        }
+    }
+
+    /// Whether the rest of a length-framed body goes into `out` behind what it holds (each
+    /// frame of it is copied, none written from where it is), so waiting for it before
+    /// writing costs the client nothing but the wait for bytes it needs anyway.
+    fn rest_fits_behind(&self, out: &[u8]) -> bool {
+        match self.framing {
+            Framing::Length(n) => {
+                usize::try_from(n - self.sent).is_ok_and(|rest| out.len() + rest <= COPY_FRAME)
+            }
+            Framing::Chunked => false,
         }
     }
 

@@ -20,6 +20,8 @@ const HOLD: Duration = Duration::from_secs(90);
 pub(super) const BACKEND_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 /// The chunks of `/chunked`, written in two goes.
 pub(super) const CHUNKS: [&str; 4] = ["hello", ", ", "chunked ", "world"];
+/// The body length of `/lag/large`: more than Portico copies behind a head.
+pub(super) const LAG_LARGE: usize = 100_000;
 /// The whole answer of `/http10` (the backend closes the connection after it).
 const HTTP10_ANSWER: &str = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close\n";
 /// What `/304` says its representation's length is (RFC 9110 §8.6 allows it on a 304).
@@ -43,6 +45,8 @@ struct BackendState {
     /// `/gate` requests read (answered once the gate opens).
     gated: AtomicUsize,
     gate_open: AtomicBool,
+    /// `/lag/...` answers whose first piece was written (the rest waits for the gate).
+    lagging: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -54,6 +58,9 @@ struct BackendState {
 /// - `/dated`: 200 with its own `Date: BACKEND_DATE`;
 /// - `/hold`: no answer; waits (up to [`HOLD`]) for Portico to close the connection;
 /// - `/gate`: the default answer, once the test opens the gate ([`Self::open_gate`]);
+/// - `/lag/small` (a 100-byte body), `/lag/large` ([`LAG_LARGE`] bytes), `/lag/chunked`
+///   (as `/chunked`): the head (for chunked, with the first two chunks) at once, the rest
+///   once the gate opens;
 /// - `/trailers`: a chunked body with an announced trailer field (`X-Sum`) and another;
 /// - `/http10`: an HTTP/1.0 answer delimited by the close of the connection;
 /// - `/empty`, `/empty-chunked`, `/cookies`, `/two-lengths`, `/interim` (a 103 first),
@@ -118,6 +125,15 @@ impl ScriptedBackend {
     pub(super) fn open_gate(&self) {
         self.state.gate_open.store(true, Ordering::SeqCst);
     }
+
+    /// Holds the next `/gate` and `/lag/...` answers back again.
+    pub(super) fn close_gate(&self) {
+        self.state.gate_open.store(false, Ordering::SeqCst);
+    }
+
+    pub(super) fn lagging(&self) -> usize {
+        self.state.lagging.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ScriptedBackend {
@@ -157,17 +173,26 @@ fn serve_backend_connection(mut s: TcpStream, state: &BackendState) -> std::io::
         }
         if req.target == "/gate" {
             state.gated.fetch_add(1, Ordering::SeqCst);
-            let deadline = std::time::Instant::now() + WAIT;
-            while !state.gate_open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                std::thread::sleep(ACCEPT_POLL);
-            }
+            wait_for_gate(state);
         }
-        for part in scripted_answer(&req) {
-            s.write_all(&part)?;
+        for (i, part) in scripted_answer(&req).iter().enumerate() {
+            if i == 1 && req.target.starts_with("/lag/") {
+                state.lagging.fetch_add(1, Ordering::SeqCst);
+                wait_for_gate(state);
+            }
+            s.write_all(part)?;
         }
         if req.target == "/http10" {
             return Ok(());
         }
+    }
+}
+
+/// Until the test opens the gate (at most [`WAIT`]).
+fn wait_for_gate(state: &BackendState) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !state.gate_open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::sleep(ACCEPT_POLL);
     }
 }
 
@@ -201,7 +226,18 @@ fn scripted_answer(req: &Seen) -> Vec<Vec<u8>> {
             )
             .into_bytes(),
         ],
-        "/chunked" => {
+        "/lag/small" | "/lag/large" if !head_only => {
+            let length = if req.target == "/lag/small" {
+                100
+            } else {
+                LAG_LARGE
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
+            );
+            vec![head.into_bytes(), vec![b'b'; length]]
+        }
+        "/chunked" | "/lag/chunked" => {
             let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
                         Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n";
             if head_only {

@@ -69,3 +69,22 @@ async fn only_announced_trailers_follow_a_chunked_body() {
     let (wire, _) = framed(Framing::Chunked, &[], &frames, Some(&trailers)).await;
     assert_eq!(wire, b"2\r\nab\r\n0\r\n\r\n");
 }
+
+#[test]
+fn only_the_small_rest_of_a_length_body_is_waited_for_before_writing() {
+    let writer = |framing, sent| BodyWriter {
+        framing,
+        trailers: Vec::new(),
+        sent,
+    };
+    let head = vec![b'h'; 200];
+    let small = (COPY_FRAME - head.len()) as u64;
+    assert!(writer(Framing::Length(small), 0).rest_fits_behind(&head));
+    assert!(!writer(Framing::Length(small + 1), 0).rest_fits_behind(&head));
+    // What is left counts, not the whole length.
+    assert!(writer(Framing::Length(small + 1000), 1000).rest_fits_behind(&head));
+    assert!(writer(Framing::Length(u64::MAX), u64::MAX).rest_fits_behind(&[]));
+    assert!(!writer(Framing::Length(u64::MAX), 0).rest_fits_behind(&[]));
+    // A chunked body may stream: never held.
+    assert!(!writer(Framing::Chunked, 0).rest_fits_behind(&[]));
+}
