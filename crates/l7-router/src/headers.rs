@@ -250,8 +250,26 @@ fn is_reg_name(name: &[u8]) -> bool {
 
 /// Unreserved and sub-delims (RFC 3986 §2.2, §2.3), plus `%` (callers check what follows it).
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    REG_NAME_BYTES[usize::from(b)]
 }
+
+/// [`is_reg_name_byte`] as a table: every request's host goes through it, and a scan of the
+/// punctuation list for each `.` cost about 500 instructions a request (callgrind).
+static REG_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~%!$&'()*+,;=";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// `s` without the optional whitespace (spaces and tabs) around it.
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
