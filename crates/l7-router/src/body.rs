@@ -210,7 +210,47 @@ impl Drop for ResponseBody {
 }
 
 /// The body of a request on its way to a backend.
-pub(crate) type ProxyRequestBody = RequestBody<Incoming>;
+pub(crate) type ProxyRequestBody = RequestBody<ClientBody>;
+
+/// A client's request body: streamed from hyper's connection, or, on Portico's own HTTP/1.1
+/// path, the bytes of a `Content-Length` body that had all arrived with its head (nothing is
+/// waited for or buffered to make it so).
+#[derive(Debug)]
+pub(crate) enum ClientBody {
+    Streamed(Incoming),
+    Read(Option<Bytes>),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Streamed(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map_err(|e| -> BodyError { Box::new(e) }),
+            Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(incoming) => incoming.is_end_stream(),
+            Self::Read(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(incoming) => incoming.size_hint(),
+            Self::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
 
 /// The request body on its way to the backend: counted, and cut off past `limit` bytes.
 pub(crate) struct RequestBody<B> {

@@ -26,13 +26,20 @@ fn pieces(data: &[u8]) -> (Box<dyn Iterator<Item = usize>>, &[u8]) {
 }
 
 /// Portico's own HTTP/1.1 request head parser: no panic, and whatever it does not serve it
-/// leaves byte for byte for hyper (the handover must not lose, add or reorder a byte); a head
-/// it serves is cut off exactly, and gives the same request whole and in pieces.
+/// leaves byte for byte for hyper (the handover must not lose, add or reorder a byte); a
+/// request it serves is cut off exactly (head, then a body that came with it), and gives the
+/// same request whole and in pieces, unless its body came in a later piece (then it is
+/// hyper's: nothing is waited for).
 pub fn request_head(data: &[u8]) {
     let (mut sizes, bytes) = pieces(data);
     let whole = request_outcome(bytes, &mut std::iter::empty());
     let pieced = request_outcome(bytes, &mut *sizes);
-    assert_eq!(whole, pieced, "whole and in pieces differ");
+    // A body that had not all come with its head goes to hyper: nothing is waited for.
+    let body_came_later =
+        pieced.is_none() && whole.as_ref().is_some_and(|w| !w.ends_with("body=[]"));
+    if !body_came_later {
+        assert_eq!(whole, pieced, "whole and in pieces differ");
+    }
 }
 
 fn request_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Option<String> {
@@ -46,10 +53,21 @@ fn request_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Opti
         match head::parse_request(&mut buf, MAX_HEAD, HYPER_MAX_HEADERS) {
             RequestParsed::Serve(served) => {
                 let cut = before.len() - buf.len();
-                assert_eq!(before[cut..], buf[..], "bytes after the head were changed");
-                // The cut is where the head ends: at its empty line, and a parse of the
-                // bytes before it finds exactly them.
-                let head = &before[..cut];
+                assert_eq!(
+                    before[cut..],
+                    buf[..],
+                    "bytes after the request were changed"
+                );
+                // The body (if any) is the bytes right after the head, and the head ends at
+                // its empty line: a parse of the bytes before the body finds exactly them.
+                let body = served.body.as_deref().unwrap_or_default();
+                let head_end = cut - body.len();
+                assert_eq!(
+                    body,
+                    &before[head_end..cut],
+                    "the body is not what followed"
+                );
+                let head = &before[..head_end];
                 assert!(
                     head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n"),
                     "the cut is not at an empty line"
@@ -58,10 +76,10 @@ fn request_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Opti
                 let mut again = httparse::Request::new(&mut fields);
                 assert_eq!(
                     again.parse(head).ok(),
-                    Some(httparse::Status::Complete(cut)),
+                    Some(httparse::Status::Complete(head_end)),
                     "the cut is not the end of the head"
                 );
-                return Some(format!("{:?}", served.request));
+                return Some(format!("{:?} body={body:?}", served.request));
             }
             RequestParsed::HandOver => {
                 assert_eq!(buf, before, "a head handed over was changed");

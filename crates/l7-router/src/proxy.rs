@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use net_core::error_chain::ErrorChain;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::ConfigSource;
-use crate::body::{AccessLine, Finish, MetricsRef, ResponseBody};
+use crate::body::{AccessLine, ClientBody, Finish, MetricsRef, ResponseBody};
 use crate::headers;
 use crate::server::{HeadClock, HttpListenerShared};
 
@@ -105,9 +104,9 @@ enum Routed {
 /// What the service answers.
 pub(crate) type Answer = Result<Response<ResponseBody>, Infallible>;
 
-/// A request as a client connection hands it over: hyper's come with their body, those of
-/// Portico's own HTTP/1.1 path have none.
-pub(crate) type ClientRequest = Request<Option<Incoming>>;
+/// A request as a client connection hands it over: hyper's come with their streamed body,
+/// those of Portico's own HTTP/1.1 path with none or one already read.
+pub(crate) type ClientRequest = Request<Option<ClientBody>>;
 
 /// One request, start to end. Everything that needs no waiting (checks, routing, header
 /// rewriting) is done here, before any future exists; what waits for the backend is one

@@ -1,5 +1,5 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
-//! Portico's own HTTP/1.1 server for requests without a body ([`h1`]), then hyper (HTTP/1.1
+//! Portico's own HTTP/1.1 server for requests without a body or with a small one ([`h1`]), then hyper (HTTP/1.1
 //! and HTTP/2 on the same port) from the first request it does not serve -> one proxied
 //! request per stream.
 
@@ -31,6 +31,7 @@ pub(crate) use head_deadline::HeadClock;
 use head_deadline::HeadDeadline;
 use rewind::Rewind;
 
+use crate::body::ClientBody;
 use crate::metrics::RouteMetrics;
 use crate::proxy::{self, ConnInfo};
 use crate::{ConfigSource, HttpListenerConfig};
@@ -190,8 +191,8 @@ async fn serve_http<I>(
         max_header_bytes: config.max_header_bytes.max(MIN_HTTP1_BUFFER),
         max_headers: config.max_headers,
     };
-    // Portico's own path serves HTTP/1.1 requests without a body; the first other request (or
-    // HTTP/2's preface) hands the connection to hyper, with what was read of it. The stop is
+    // Portico's own path serves HTTP/1.1 requests without a streamed body; the first other
+    // request (or HTTP/2's preface) hands the connection to hyper, with what was read of it. The stop is
     // seen by the own path through `ConnInfo::stop`, on the same terms as hyper's shutdown
     // below: not before the connection's first request started.
     let (io, read, http1_only) = if h2 {
@@ -207,8 +208,12 @@ async fn serve_http<I>(
     info.hand_to_hyper();
     let io = TokioIo::new(Rewind::new(io, read));
     let clock_info = Arc::clone(&info);
-    let service =
-        service_fn(move |req: Request<Incoming>| proxy::handle(req.map(Some), Arc::clone(&info)));
+    let service = service_fn(move |req: Request<Incoming>| {
+        proxy::handle(
+            req.map(|b| Some(ClientBody::Streamed(b))),
+            Arc::clone(&info),
+        )
+    });
     // A connection still waiting for its first request when the stop comes has a client that
     // just connected, and a request on its way: hyper would close it unread (it counts as
     // idle), so the shutdown waits for that request, which is then answered with

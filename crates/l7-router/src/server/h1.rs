@@ -1,8 +1,8 @@
-//! Portico's own HTTP/1.1 server path, for the request an ingress sees most: HTTP/1.1, no body,
-//! no upgrade, on a kept-alive connection. It reads the head, routes and forwards it as hyper's
-//! path does (the same [`proxy::handle`]), and writes the answer with the response head built
-//! straight from the backend's fields: no dispatcher, no service future moved around, no
-//! per-request wake-ups but the sockets'.
+//! Portico's own HTTP/1.1 server path, for the request an ingress sees most: HTTP/1.1, no body
+//! (or a small one that came with its head), no upgrade, on a kept-alive connection. It reads
+//! the head, routes and forwards it as hyper's path does (the same [`proxy::handle`]), and
+//! writes the answer with the response head built straight from the backend's fields: no
+//! dispatcher, no service future moved around, no per-request wake-ups but the sockets'.
 //!
 //! The first request it does not serve (see [`head::parse_request`]) ends it: the connection
 //! and the bytes read so far go to hyper, which serves that request and the rest of the
@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use head::{BodyLength, Framing, Parsed};
 
-use crate::body::ResponseBody;
+use crate::body::{ClientBody, ResponseBody};
 use crate::proxy::{self, ConnInfo};
 use crate::upstream::{encode_chunk_header, encode_last_chunk};
 
@@ -106,8 +106,9 @@ where
             close: served.close,
             trailers: served.takes_trailers,
         };
+        let body = served.body.map(|b| ClientBody::Read(Some(b)));
         let handling = pin!(proxy::handle(
-            served.request.map(|()| None),
+            served.request.map(|()| body),
             Arc::clone(&conn)
         ));
         let Some(Ok(mut response)) = answer_or_client_gone(handling, &mut io, &mut buf).await

@@ -16,8 +16,8 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 pub(super) enum Server {
     /// Portico's own HTTP/1.1 path: a fresh connection, bodyless requests.
     Own,
-    /// hyper: the connection's first request carried a body (an empty one), which handed the
-    /// connection over for good.
+    /// hyper: the connection's first request carried a chunked body (an empty one), which
+    /// handed the connection over for good.
     Hyper,
 }
 
@@ -27,8 +27,11 @@ pub(super) const BOTH: [Server; 2] = [Server::Own, Server::Hyper];
 pub(super) fn open(addr: SocketAddr, server: Server) -> TcpStream {
     let mut s = connect(addr);
     if server == Server::Hyper {
-        s.write_all(b"GET /handover HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
+        s.write_all(
+            b"GET /handover HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              0\r\n\r\n",
+        )
+        .unwrap();
         let r = read_answer(&mut s, "GET");
         assert_eq!(r.status, 200, "the handover request: {r:#?}");
         assert_eq!(r.text(), default_body("/handover"));

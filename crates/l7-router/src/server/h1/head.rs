@@ -20,6 +20,10 @@ use crate::upstream::{parse_decimal, push_content_length};
 /// allows more gets its larger heads served by hyper.
 const MAX_FIELDS: usize = crate::server::HYPER_MAX_HEADERS;
 
+/// A `Content-Length` body up to this size that arrived whole with its head is served here
+/// (a small POST or PUT); a larger one streams through hyper.
+const MAX_READ_BODY: usize = 64 * 1024;
+
 /// At most this many fields are added to a request on its way to the backend (forwarding
 /// fields, request id, host).
 const FORWARDING_FIELDS: usize = 6;
@@ -33,15 +37,19 @@ pub(crate) enum Parsed {
     Serve(Served),
     /// More bytes are needed.
     Partial,
-    /// Anything else (a body, an upgrade, HTTP/1.0, HTTP/2's preface, a malformed or too
-    /// large head): hyper takes the connection over from here, with the bytes as they are.
+    /// Anything else (a chunked body or one still to come, an upgrade, HTTP/1.0, HTTP/2's
+    /// preface, a malformed or too large head): hyper takes the connection over from here,
+    /// with the bytes as they are.
     HandOver,
 }
 
-/// A request head this path serves.
+/// A request this path serves: its head, and its body when it had one.
 #[derive(Debug)]
 pub(crate) struct Served {
     pub request: Request<()>,
+    /// A `Content-Length` body (not empty), whole: it had all arrived with the head, and was
+    /// split off the buffer after it.
+    pub body: Option<Bytes>,
     /// The client asked to close the connection after this response.
     pub close: bool,
     /// The client takes trailer fields (its TE lists `trailers`); as hyper, none are sent
@@ -58,9 +66,10 @@ struct FieldAt {
 }
 
 /// Parses the request head at the front of `buf`, of at most `max_bytes` bytes and
-/// `max_fields` fields. Served: HTTP/1.1 requests in origin form without a body (neither
-/// content-length nor transfer-encoding), an upgrade or an `Expect`, and not CONNECT: on
-/// the keep-alive connections of a busy ingress, nearly every request.
+/// `max_fields` fields. Served: HTTP/1.1 requests in origin form, not CONNECT, without an
+/// upgrade or an `Expect`, and either without a body or with a `Content-Length` body (at most
+/// [`MAX_READ_BODY`]) that is all in `buf` already: on the keep-alive connections of a busy
+/// ingress, nearly every request. The head, then the body, are split off `buf`.
 pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: usize) -> Parsed {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let window = &buf[..buf.len().min(max_bytes)];
@@ -90,17 +99,24 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
     let target_at = at(target.as_bytes());
     let mut close = false;
     let mut takes_trailers = false;
+    let mut length: Option<u64> = None;
     let mut places = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
-        // Anything with a body, an upgrade or an interim answer to give is hyper's.
-        let handed_over = [CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE, EXPECT]
+        // A chunked body, an upgrade or an interim answer to give is hyper's.
+        let handed_over = [TRANSFER_ENCODING, UPGRADE, EXPECT]
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()));
         if handed_over {
             return Parsed::HandOver;
         }
-        if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
+        if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
+            // One plain decimal, or hyper decides (a list, a second field, a bad value).
+            match (length, parse_decimal(field.value)) {
+                (None, Some(n)) => length = Some(n),
+                _ => return Parsed::HandOver,
+            }
+        } else if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
             close |= list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"close"));
         } else if name.eq_ignore_ascii_case(TE.as_str().as_bytes()) {
             takes_trailers |=
@@ -114,10 +130,18 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::HandOver;
     };
+    // A body is served only when all of it came with the head: nothing is waited for, so a
+    // body that streams (or a client that waits before sending it) stays hyper's.
+    let body_len = match length.map(usize::try_from) {
+        None | Some(Ok(0)) => 0,
+        Some(Ok(n)) if n <= MAX_READ_BODY && buf.len() - head_len >= n => n,
+        Some(_) => return Parsed::HandOver,
+    };
     let head = buf.split_to(head_len).freeze();
     match request(&head, method, target_at, &places) {
         Some(request) => Parsed::Serve(Served {
             request,
+            body: (body_len > 0).then(|| buf.split_to(body_len).freeze()),
             close,
             takes_trailers,
         }),
