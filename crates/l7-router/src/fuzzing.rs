@@ -60,6 +60,7 @@ fn request_outcome(bytes: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Opti
                 );
                 // The body (if any) is the bytes right after the head, and the head ends at
                 // its empty line: a parse of the bytes before the body finds exactly them.
+                head::assert_framing_is_unambiguous(&served);
                 let body = served.body.as_deref().unwrap_or_default();
                 let head_end = cut - body.len();
                 assert_eq!(

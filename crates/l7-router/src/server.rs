@@ -1,7 +1,7 @@
 //! The accept loop of one http/https listener: (TLS handshake, certificate by SNI, ALPN) ->
-//! Portico's own HTTP/1.1 server for requests without a body or with a small one ([`h1`]), then hyper (HTTP/1.1
-//! and HTTP/2 on the same port) from the first request it does not serve -> one proxied
-//! request per stream.
+//! Portico's own HTTP/1.1 server for requests without a body or with a small one ([`h1`]),
+//! then hyper (HTTP/1.1 and HTTP/2 on the same port) from the first request it does not serve
+//! -> one proxied request per stream.
 
 pub(crate) mod h1;
 mod head_deadline;
@@ -192,9 +192,9 @@ async fn serve_http<I>(
         max_headers: config.max_headers,
     };
     // Portico's own path serves HTTP/1.1 requests without a streamed body; the first other
-    // request (or HTTP/2's preface) hands the connection to hyper, with what was read of it. The stop is
-    // seen by the own path through `ConnInfo::stop`, on the same terms as hyper's shutdown
-    // below: not before the connection's first request started.
+    // request (or HTTP/2's preface) hands the connection to hyper, with what was read of it.
+    // The stop is seen by the own path through `ConnInfo::stop`, on the same terms as hyper's
+    // shutdown below: not before the connection's first request started.
     let (io, read, http1_only) = if h2 {
         (io, Bytes::new(), false)
     } else {

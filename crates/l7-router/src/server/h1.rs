@@ -327,15 +327,17 @@ impl BodyWriter {
         }
     }
 
-    /// Whether the rest of a length-framed body goes into `out` behind what it holds (each
-    /// frame of it is copied, none written from where it is), so waiting for it before
-    /// writing costs the client nothing but the wait for bytes it needs anyway.
+    /// Whether some of a length-framed body is still to come and its rest goes into `out`
+    /// behind what it holds (each frame of it is copied, none written from where it is), so
+    /// waiting for it before writing costs the client nothing but the wait for bytes it needs
+    /// anyway. A body that is all there is never held: an HTTP/2 backend's stream may end
+    /// long after its last byte.
     fn rest_fits_behind(&self, out: &[u8]) -> bool {
         match self.framing {
-            Framing::Length(n) => {
+            Framing::Length(n) if n > self.sent => {
                 usize::try_from(n - self.sent).is_ok_and(|rest| out.len() + rest <= COPY_FRAME)
             }
-            Framing::Chunked => false,
+            _ => false,
         }
     }
 

@@ -14,7 +14,8 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 /// Which server code answers a connection's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Server {
-    /// Portico's own HTTP/1.1 path: a fresh connection, bodyless requests.
+    /// Portico's own HTTP/1.1 path: a fresh connection, requests without a body or with a small
+    /// one sent with the head.
     Own,
     /// hyper: the connection's first request carried a chunked body (an empty one), which
     /// handed the connection over for good.

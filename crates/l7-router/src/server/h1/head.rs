@@ -155,6 +155,30 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
     }
 }
 
+/// What a served request must be, whatever bytes it came from (checked by the parser's tests
+/// and the fuzz target): no `Transfer-Encoding`, and no `Content-Length` or exactly one plain
+/// decimal equal to its body's length (none: no body). Anything else is how two servers come
+/// to read the same bytes as different requests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn assert_framing_is_unambiguous(served: &Served) {
+    let headers = served.request.headers();
+    assert!(
+        !headers.contains_key(TRANSFER_ENCODING),
+        "served with a transfer-encoding"
+    );
+    let lengths: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
+    let body = served.body.as_ref().map_or(0, Bytes::len) as u64;
+    match lengths[..] {
+        [] => assert_eq!(body, 0, "a body without a content-length"),
+        [one] => assert_eq!(
+            parse_decimal(one.as_bytes()),
+            Some(body),
+            "content-length {one:?} for a body of {body}"
+        ),
+        _ => panic!("served with {} content-lengths", lengths.len()),
+    }
+}
+
 /// The request of a parsed head; header values are zero-copy slices of `head`.
 fn request(
     head: &Bytes,

@@ -100,6 +100,12 @@ fn requests_with_a_body_still_to_come_an_upgrade_or_other_versions_go_to_hyper()
         "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
         "POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc",
         "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: 0x3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: \r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\n\tfolded\r\n\r\nabc",
         "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -139,6 +145,17 @@ fn a_body_that_came_with_its_head_is_served_and_the_next_request_stays_buffered(
         served(&largest).0.body.map(|b| b.len()),
         Some(MAX_READ_BODY)
     );
+    // Leading zeros and whitespace around the value are a plain decimal (hyper reads them so).
+    for raw in [
+        "POST / HTTP/1.1\r\nContent-Length: 003\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length:\t3 \r\n\r\nabc",
+        "POST / HTTP/1.1\nContent-Length: 3\n\nabc",
+    ] {
+        let (s, rest) = served(raw);
+        assert_eq!(s.body.as_deref(), Some(&b"abc"[..]), "{raw:?}");
+        assert_framing_is_unambiguous(&s);
+        assert!(rest.is_empty(), "{raw:?}");
+    }
 }
 
 #[test]
@@ -331,6 +348,7 @@ fn request_outcome(bytes: &[u8], pieces: &mut dyn Iterator<Item = usize>) -> Str
         let before = buf.clone();
         match parse_request(&mut buf, 256, 8) {
             Parsed::Serve(served) => {
+                assert_framing_is_unambiguous(&served);
                 let cut = before.len() - buf.len();
                 assert_eq!(&before[cut..], &buf[..], "{bytes:?}: the rest is kept");
                 let body = served.body.as_ref().map_or(0, Bytes::len);
