@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::Method;
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use metrics::Counter;
 use net_core::ActiveConnection;
@@ -218,7 +219,7 @@ pub(crate) type ProxyRequestBody = RequestBody<ClientBody>;
 #[derive(Debug)]
 pub(crate) enum ClientBody {
     Streamed(Incoming),
-    Read(Option<Bytes>),
+    Read(Full<Bytes>),
 }
 
 impl Body for ClientBody {
@@ -233,21 +234,23 @@ impl Body for ClientBody {
             Self::Streamed(incoming) => Pin::new(incoming)
                 .poll_frame(cx)
                 .map_err(|e| -> BodyError { Box::new(e) }),
-            Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Read(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Streamed(incoming) => incoming.is_end_stream(),
-            Self::Read(bytes) => bytes.is_none(),
+            Self::Read(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Streamed(incoming) => incoming.size_hint(),
-            Self::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Read(full) => full.size_hint(),
         }
     }
 }

@@ -19,6 +19,7 @@ use std::task::{Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method, Response};
+use http_body_util::Full;
 use hyper::body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -106,7 +107,7 @@ where
             close: served.close,
             trailers: served.takes_trailers,
         };
-        let body = served.body.map(|b| ClientBody::Read(Some(b)));
+        let body = served.body.map(|b| ClientBody::Read(Full::new(b)));
         let handling = pin!(proxy::handle(
             served.request.map(|()| body),
             Arc::clone(&conn)
