@@ -1,4 +1,5 @@
 use super::*;
+use crate::fuzzing::{body_came_later, request_outcome};
 
 fn parse(raw: &str) -> (Parsed, BytesMut) {
     let mut buf = BytesMut::from(raw);
@@ -335,53 +336,6 @@ fn only_announced_trailers_of_a_chunked_body_are_kept() {
     assert!(written.trailers.is_empty());
 }
 
-/// What `parse_request` makes of `bytes` fed in pieces (sizes from `pieces`), as a string to
-/// compare; and the invariant the handover rests on: a head it serves is cut off exactly, and
-/// anything else leaves every byte read where it was, for hyper.
-fn request_outcome(bytes: &[u8], pieces: &mut dyn Iterator<Item = usize>) -> String {
-    let mut buf = BytesMut::new();
-    let mut fed = 0;
-    loop {
-        let end = (fed + pieces.next().unwrap_or(bytes.len())).min(bytes.len());
-        buf.extend_from_slice(&bytes[fed..end]);
-        fed = end;
-        let before = buf.clone();
-        match parse_request(&mut buf, 256, 8) {
-            Parsed::Serve(served) => {
-                assert_framing_is_unambiguous(&served);
-                let cut = before.len() - buf.len();
-                assert_eq!(&before[cut..], &buf[..], "{bytes:?}: the rest is kept");
-                let body = served.body.as_ref().map_or(0, Bytes::len);
-                assert_eq!(
-                    served.body.as_deref().unwrap_or_default(),
-                    &before[cut - body..cut],
-                    "{bytes:?}: the body is the bytes after the head"
-                );
-                let req = served.request;
-                return format!(
-                    "serve {} {} {:?} close={} trailers={} head={} body={body}",
-                    req.method(),
-                    req.uri(),
-                    req.headers(),
-                    served.close,
-                    served.takes_trailers,
-                    cut - body,
-                );
-            }
-            Parsed::HandOver => {
-                assert_eq!(buf, before, "{bytes:?}: handed over as read");
-                // (How much was read by then depends on the pieces: hyper reads the rest.)
-                return "hand over".to_owned();
-            }
-            Parsed::Partial if fed == bytes.len() => {
-                assert_eq!(buf, before, "{bytes:?}: a partial head stays");
-                return "partial".to_owned();
-            }
-            Parsed::Partial => assert_eq!(buf, before, "{bytes:?}: a partial head stays"),
-        }
-    }
-}
-
 /// Flips, inserts and deletes random bytes of request heads (a small mutation fuzzer, bounded
 /// and seeded so a failure replays): the parser never panics, never loses or keeps a byte it
 /// should not, and an input gives the same outcome whole and in random pieces (a head that
@@ -408,13 +362,12 @@ fn mutated_request_heads_never_panic_lose_bytes_or_depend_on_how_they_arrive() {
                 _ => {}
             }
         }
-        let whole = request_outcome(&bytes, &mut std::iter::empty());
+        let whole = request_outcome(&bytes, &mut std::iter::empty(), 256, 8);
         let max = rng.usize(1..=8);
         let mut split = fastrand::Rng::with_seed(rng.u64(..));
         let mut pieces = std::iter::repeat_with(|| split.usize(1..=max));
-        let pieced = request_outcome(&bytes, &mut pieces);
-        let body_came_later = pieced == "hand over" && !whole.ends_with(" body=0");
-        if !body_came_later {
+        let pieced = request_outcome(&bytes, &mut pieces, 256, 8);
+        if !body_came_later(&whole, &pieced) {
             assert_eq!(pieced, whole, "{:?}", String::from_utf8_lossy(&bytes));
         }
     }
