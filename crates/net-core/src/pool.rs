@@ -1,7 +1,7 @@
 //! A pool: a set of backends and the balancer that chooses among them.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use crate::backend::Backend;
@@ -63,6 +63,10 @@ pub struct Pool {
     /// Fingerprint of the backend state (up, drained, weight) the balancer tables were built
     /// from, so a pool can tell that its tables are stale.
     built_from: AtomicU64,
+    /// A refresh was asked for and no rebuild has read the backend state since.
+    refresh_wanted: AtomicBool,
+    /// Held by the one thread rebuilding the tables.
+    rebuilding: Mutex<()>,
 }
 
 impl Pool {
@@ -82,6 +86,8 @@ impl Pool {
             when_all_down,
             passive,
             built_from,
+            refresh_wanted: AtomicBool::new(false),
+            rebuilding: Mutex::new(()),
         }
     }
 
@@ -149,10 +155,33 @@ impl Pool {
     }
 
     /// Rebuilds weight- and health-derived balancer tables after backend state changed.
+    ///
+    /// Health checkers call this from their own tasks, so refreshes overlap. One thread
+    /// rebuilds at a time; a refresh asked for meanwhile returns at once and leaves the work
+    /// to that thread, which reads the state again before it stops. So the last table stored
+    /// is always built from state at least as new as every change reported, and no caller
+    /// waits for another's build.
     pub fn refresh(&self) {
-        let fingerprint = state_fingerprint(&self.backends);
-        self.balancer.rebuild(&self.backends);
-        self.built_from.store(fingerprint, Ordering::Relaxed);
+        self.refresh_wanted.store(true, Ordering::SeqCst);
+        loop {
+            let rebuilding = match self.rebuilding.try_lock() {
+                Ok(guard) => guard,
+                // A rebuild panicked; the tables it left are whole (swapped in one store).
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                // The thread holding it sees `refresh_wanted` before it lets go.
+                Err(TryLockError::WouldBlock) => return,
+            };
+            while self.refresh_wanted.swap(false, Ordering::SeqCst) {
+                let fingerprint = state_fingerprint(&self.backends);
+                self.balancer.rebuild(&self.backends);
+                self.built_from.store(fingerprint, Ordering::Relaxed);
+            }
+            drop(rebuilding);
+            // A request made between the last swap and the unlock found the lock taken.
+            if !self.refresh_wanted.load(Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 
     /// Rebuilds the tables only if backend state changed since they were built (a health
@@ -207,6 +236,62 @@ mod tests {
             6,
             "3:1 after the rebuild: {picks:?}"
         );
+    }
+
+    /// Health checkers of different backends refresh one pool from their own threads. However
+    /// their rebuilds overlap, the table left behind is the one of the latest state: an older
+    /// build finishing last must not win (a 1:1 Maglev table stayed under 2:1 weights).
+    #[test]
+    fn concurrent_refreshes_leave_the_table_of_the_latest_state() {
+        const THREADS: usize = 4;
+        const ROUNDS: u32 = 6;
+        let key = |i: usize| crate::BackendKey {
+            pool: Arc::from("p"),
+            addr: format!("127.0.0.{}:80", i + 1).parse().unwrap(),
+        };
+        for round in 0..ROUNDS {
+            let backends: Vec<Arc<Backend>> = (0..THREADS)
+                .map(|i| Arc::new(Backend::new(key(i), None, 1)))
+                .collect();
+            let pool = Pool::new(
+                Arc::from("p"),
+                BalanceKind::Maglev,
+                backends.clone(),
+                WhenAllDown::TryAll,
+                PassiveHealth::default(),
+            );
+            // Each thread moves its own backend through a few weights, as endpoint counts
+            // change, and refreshes after each change; all start together.
+            let start = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|scope| {
+                for (i, backend) in backends.iter().enumerate() {
+                    let (start, pool) = (&start, &pool);
+                    scope.spawn(move || {
+                        start.wait();
+                        for step in 0..4 {
+                            let weight = 1 + (i as u32 + step + round) % 4;
+                            backend.set_learned_weight(Some(weight));
+                            pool.refresh();
+                        }
+                    });
+                }
+            });
+            let settled = Pool::new(
+                Arc::from("p"),
+                BalanceKind::Maglev,
+                backends.clone(),
+                WhenAllDown::TryAll,
+                PassiveHealth::default(),
+            );
+            let differ = (0..2_000_u64)
+                .map(crate::hash::mix64)
+                .filter(|&h| pool.pick(h, &[]) != settled.pick(h, &[]))
+                .count();
+            assert_eq!(
+                differ, 0,
+                "round {round}: {differ} of 2000 clients go elsewhere than the final weights say"
+            );
+        }
     }
 
     #[test]
