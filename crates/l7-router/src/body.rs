@@ -286,6 +286,20 @@ impl<B> RequestBody<B> {
     }
 }
 
+impl ProxyRequestBody {
+    /// The whole body, when it is already in memory (it came with its head, on Portico's own
+    /// HTTP/1.1 path), within the limit and not polled yet: it can go out in the same write as
+    /// the head. The body itself is left as it is (a clone of `Bytes` is a reference count).
+    pub(crate) fn in_memory(&self) -> Option<Bytes> {
+        let Some(ClientBody::Read(full)) = &self.inner else {
+            return None;
+        };
+        let data = full.clone().into_inner()?;
+        let within = self.limit.is_none_or(|limit| data.len() as u64 <= limit);
+        (self.seen == 0 && within).then_some(data)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than {limit} bytes")]
 pub struct BodyTooLarge {
@@ -335,5 +349,43 @@ where
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn read_body(data: &'static [u8], limit: Option<u64>) -> ProxyRequestBody {
+        let full = Full::new(Bytes::from_static(data));
+        ProxyRequestBody::new(ClientBody::Read(full), limit, Counter::noop())
+    }
+
+    /// Looking at a body that is in memory uses none of it: it is still all there to be sent
+    /// (a request that did not go out keeps its body for the next attempt). Once polled, or
+    /// over its limit, it is not offered.
+    #[tokio::test]
+    async fn a_body_in_memory_is_offered_without_being_used_up() {
+        let mut body = read_body(b"hello", None);
+        assert_eq!(body.in_memory().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(body.in_memory().as_deref(), Some(&b"hello"[..]));
+        let frame = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert_eq!(body.in_memory(), None, "polled");
+        assert!(body.frame().await.is_none());
+
+        assert_eq!(
+            read_body(b"hello", Some(4)).in_memory(),
+            None,
+            "over the limit"
+        );
+        assert_eq!(
+            read_body(b"hello", Some(5)).in_memory().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(read_body(b"", None).in_memory(), None, "empty");
+        assert_eq!(ProxyRequestBody::empty(Counter::noop()).in_memory(), None);
     }
 }

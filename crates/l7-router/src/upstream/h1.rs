@@ -54,6 +54,10 @@ const READ_BUF_MAX: usize = 64 * 1024;
 /// A pooled connection's buffers are dropped when they grew past this (they are made again,
 /// at their usual size, by the next request).
 const IDLE_BUF_MAX: usize = 16 * 1024;
+/// A request body already in memory up to this size is copied behind its head, to go out in
+/// the same write (a larger one is written from its own buffer: the copy would cost more
+/// than the write it saves).
+pub(super) const WRITE_AHEAD_MAX: usize = 16 * 1024;
 
 /// The reaper looks at idle connections this often at most ...
 const REAP_EVERY_MAX: Duration = Duration::from_secs(5);
@@ -307,11 +311,16 @@ pub(crate) struct Conn {
     written: usize,
     /// The whole request head is out (for this exchange).
     head_sent: bool,
+    /// Where the head ends in `write_buf` (a body already in memory may follow it).
+    head_len: usize,
     /// The request body still to send; None once it is all out (or there was none).
     upload: Option<Upload>,
     idle_since: Instant,
     /// It served a request before this one.
     reused: bool,
+    /// Writes that put bytes on the socket (for tests of how a request goes out).
+    #[cfg(test)]
+    pub(super) writes: usize,
 }
 
 /// A request body on its way out.
@@ -320,6 +329,8 @@ struct Upload {
     framing: RequestFraming,
     /// Bytes the content-length still promises.
     left: Option<u64>,
+    /// The body went into `write_buf` behind the head ([`Upload::write_ahead`]).
+    written_ahead: bool,
 }
 
 /// Why an exchange failed, and whether the request may go out again on another connection.
@@ -353,9 +364,12 @@ impl Conn {
             write_buf: Vec::with_capacity(1024),
             written: 0,
             head_sent: false,
+            head_len: 0,
             upload: None,
             idle_since: Instant::now(),
             reused: false,
+            #[cfg(test)]
+            writes: 0,
         }
     }
 
@@ -389,6 +403,7 @@ impl Conn {
         codec::encode_request_head(parts, framing, &mut self.write_buf);
         self.written = 0;
         self.head_sent = false;
+        self.head_len = self.write_buf.len();
         self.upload = (framing != RequestFraming::Empty).then(|| Upload {
             body: std::mem::replace(body, ProxyRequestBody::empty(Counter::noop())),
             framing,
@@ -396,7 +411,11 @@ impl Conn {
                 RequestFraming::Length(n) => Some(n),
                 _ => None,
             },
+            written_ahead: false,
         });
+        if let Some(upload) = &mut self.upload {
+            upload.write_ahead(&mut self.write_buf);
+        }
         // A write that failed once the head was out: the backend may still have answered
         // (it closed after a 413, say), so the response is read before this is reported.
         let mut write_error: Option<UpstreamError> = None;
@@ -445,7 +464,15 @@ impl Conn {
                             io::ErrorKind::WriteZero.into(),
                         )));
                     }
-                    Ok(n) => self.written += n,
+                    Ok(n) => {
+                        #[cfg(test)]
+                        {
+                            self.writes += 1;
+                        }
+                        self.written += n;
+                        // From here on the backend may have a whole request: not "unsent".
+                        self.head_sent |= self.written >= self.head_len;
+                    }
                     Err(err) => return Poll::Ready(Err(UpstreamError::Write(err))),
                 }
             }
@@ -458,6 +485,8 @@ impl Conn {
             let frame = ready!(Pin::new(&mut upload.body).poll_frame(cx));
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
+                    // Already out with the head: polled only to be counted.
+                    Ok(_) if upload.written_ahead => {}
                     Ok(data) => upload.frame(&data, &mut self.write_buf)?,
                     Err(frame) => {
                         // Trailers end a chunked body (and are dropped from a sized one).
@@ -557,6 +586,24 @@ impl Conn {
 }
 
 impl Upload {
+    /// Puts a small body that is already in memory (a POST that came with its head) into
+    /// `out` behind the head, so that both go out in one write rather than two. The body is
+    /// left unpolled until they are out: a request that fails to go out keeps it for another
+    /// attempt.
+    fn write_ahead(&mut self, out: &mut Vec<u8>) {
+        let RequestFraming::Length(length) = self.framing else {
+            return;
+        };
+        let Some(data) = self.body.in_memory() else {
+            return;
+        };
+        if data.len() as u64 == length && data.len() <= WRITE_AHEAD_MAX {
+            out.extend_from_slice(&data);
+            self.left = Some(0);
+            self.written_ahead = true;
+        }
+    }
+
     /// A data frame into `out`, framed; checked against the content-length.
     fn frame(&mut self, data: &Bytes, out: &mut Vec<u8>) -> Result<(), UpstreamError> {
         if data.is_empty() {

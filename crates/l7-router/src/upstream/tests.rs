@@ -534,3 +534,96 @@ async fn a_request_without_host_gets_the_backend_address_as_host() {
     assert!(head.contains("\r\nhost: app.test\r\n"), "{head}");
     assert_eq!(head.matches("\r\nhost:").count(), 1, "{head}");
 }
+
+/// A loopback backend that reads `Content-Length` requests, keeps each body, and answers
+/// `ok` on the same connection.
+async fn body_keeping_backend() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if buf.len() >= end + 4 + length {
+                            let body: Vec<u8> =
+                                buf.drain(..end + 4 + length).skip(end + 4).collect();
+                            kept.lock().unwrap().push(body);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(ok).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+/// A POST whose body came with its head (Portico's own HTTP/1.1 path reads it whole) goes
+/// out in one write with its head, up to `WRITE_AHEAD_MAX`; a larger one is written from its
+/// own buffer after the head. The backend gets every body whole either way, and the
+/// connection is kept.
+#[tokio::test]
+async fn a_small_body_in_memory_goes_out_in_the_same_write_as_its_head() {
+    use super::h1::WRITE_AHEAD_MAX;
+    use crate::body::ClientBody;
+
+    let (addr, bodies) = body_keeping_backend().await;
+    let upstream = Upstream::new(settings(8, Duration::from_secs(30)));
+    let conns = upstream.backend_conns(addr).expect("an HTTP/1.1 upstream");
+    let sizes = [200, WRITE_AHEAD_MAX, WRITE_AHEAD_MAX + 1];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let data = Bytes::from(vec![b'a' + i as u8; size]);
+        let body = ClientBody::Read(http_body_util::Full::new(data.clone()));
+        let request = Request::post("/upload")
+            .header(HOST, "backend.test")
+            .header(http::header::CONTENT_LENGTH, size)
+            .body(ProxyRequestBody::new(body, None, metrics::Counter::noop()))
+            .unwrap();
+        let (parts, mut body) = request.into_parts();
+        let mut conn = match conns.checkout() {
+            Some(conn) => conn,
+            None => conns.connect().await.expect("connect"),
+        };
+        let before = conn.writes;
+        let head = tokio::time::timeout(WAIT, conn.exchange(&parts, &mut body))
+            .await
+            .expect("an answer in time")
+            .map_err(|e| e.error)
+            .expect("response");
+        let writes = conn.writes - before;
+        assert_eq!(head.status, StatusCode::OK);
+        assert!(head.keep_alive, "a body sent whole keeps the connection");
+        if size <= WRITE_AHEAD_MAX {
+            assert_eq!(writes, 1, "{size} bytes: head and body in one write");
+        } else {
+            assert!(writes >= 2, "{size} bytes: the body in writes of its own");
+        }
+        let answer = H1Body::new(conn, head.framing, head.keep_alive, Arc::clone(&conns));
+        assert_eq!(answer.collect().await.expect("body").to_bytes(), "ok");
+        assert_eq!(
+            bodies.lock().unwrap().last(),
+            Some(&data.to_vec()),
+            "{size} bytes"
+        );
+    }
+    assert_eq!(conns.idle_count(), 1, "one connection served all three");
+}
