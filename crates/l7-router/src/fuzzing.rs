@@ -84,8 +84,27 @@ pub(crate) fn request_outcome(
                     "{bytes:?}: the cut is not the end of the head"
                 );
                 let req = served.request;
+                // Every field is either in the map or passed on; the map has every field
+                // Portico reads.
+                for (name, _) in served.passed.iter() {
+                    assert!(
+                        !crate::passed::is_read_by_portico(name),
+                        "{bytes:?}: {} passed on unread",
+                        String::from_utf8_lossy(name)
+                    );
+                }
+                let passed: Vec<_> = served
+                    .passed
+                    .iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                    .collect();
+                assert_eq!(
+                    req.headers().len() + passed.len(),
+                    again.headers.len(),
+                    "{bytes:?}: a field was lost"
+                );
                 return format!(
-                    "serve {} {} {:?} close={} trailers={} head={head_end} body={}",
+                    "serve {} {} {:?} {passed:?} close={} trailers={} head={head_end} body={}",
                     req.method(),
                     req.uri(),
                     req.headers(),

@@ -180,14 +180,20 @@ fn is_te_trailers(value: &HeaderValue) -> bool {
 /// The field a Connection token names, when it is not one that goes anyway (a hop-by-hop name
 /// or `te`). `close` names a field `close` too (RFC 9110 §7.6.1), which goes with it.
 pub(crate) fn connection_named(token: &[u8]) -> Option<HeaderName> {
+    if !names_a_field(token) {
+        return None;
+    }
+    HeaderName::from_bytes(token).ok()
+}
+
+/// Whether a Connection token names a field that would not go anyway (see
+/// [`connection_named`]), without making its name.
+pub(crate) fn names_a_field(token: &[u8]) -> bool {
     let goes_anyway = token.eq_ignore_ascii_case(TE.as_str().as_bytes())
         || HOP_BY_HOP
             .iter()
             .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()));
-    if goes_anyway {
-        return None;
-    }
-    HeaderName::from_bytes(token).ok()
+    !goes_anyway
 }
 
 /// The non-empty elements of one comma-separated field value, optional whitespace trimmed.

@@ -13,6 +13,7 @@ mod body;
 pub mod fuzzing;
 mod headers;
 mod metrics;
+mod passed;
 mod proxy;
 pub mod routes;
 mod server;
@@ -156,6 +157,14 @@ pub struct HttpListenerConfig {
     pub request_id: Option<HeaderName>,
     /// One log line per request (target `access`).
     pub access_log: bool,
+}
+
+impl HttpListenerConfig {
+    /// The request fields the config reads by name: those routes match on, and the
+    /// request-id header.
+    pub(crate) fn read_fields(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.routes.header_names().iter().chain(&self.request_id)
+    }
 }
 
 /// Where a listener finds its current settings: the daemon implements it over its snapshot.

@@ -19,6 +19,7 @@ use tokio_util::either::Either;
 use crate::ConfigSource;
 use crate::body::{AccessLine, ClientBody, Finish, MetricsRef, ResponseBody};
 use crate::headers;
+use crate::passed::PassedFields;
 use crate::server::{HeadClock, HttpListenerShared};
 
 /// What a request knows about its client connection (one per connection, shared by its
@@ -104,9 +105,17 @@ enum Routed {
 /// What the service answers.
 pub(crate) type Answer = Result<Response<ResponseBody>, Infallible>;
 
-/// A request as a client connection hands it over: hyper's come with their streamed body,
-/// those of Portico's own HTTP/1.1 path with none or one already read.
-pub(crate) type ClientRequest = Request<Option<ClientBody>>;
+/// A request as a client connection hands it over: hyper's come with their streamed body and
+/// every field in the map, those of Portico's own HTTP/1.1 path with none or a body already
+/// read, and the fields Portico does not read passed on as they came.
+pub(crate) type ClientRequest = Request<ClientPayload>;
+
+/// What comes with a client's request besides its head's header map.
+pub(crate) struct ClientPayload {
+    pub body: Option<ClientBody>,
+    /// Fields for the backend that are not in the map (see [`crate::passed`]).
+    pub passed: PassedFields,
+}
 
 /// One request, start to end. Everything that needs no waiting (checks, routing, header
 /// rewriting) is done here, before any future exists; what waits for the backend is one
@@ -205,7 +214,7 @@ fn respond(
 }
 
 /// Checks, routes and rewrites a request: a local answer, or a request ready for a backend.
-fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
+fn route(mut req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
     let shared = &conn.shared;
     let Some(config) = conn.source.http_listener(shared.name()) else {
         return Routed::Answer(local(
@@ -216,6 +225,16 @@ fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
             conn,
             None,
         ));
+    };
+    // The fields the config reads by name (a route's header match, the request id) are
+    // looked for in the map.
+    let mut passed = std::mem::take(&mut req.body_mut().passed);
+    let moved = if passed.is_empty() {
+        Ok(())
+    } else {
+        config
+            .read_fields()
+            .try_for_each(|name| passed.move_named(name, req.headers_mut()))
     };
     let mut host_headers = req.headers().get_all(HOST).iter();
     let host_header = host_headers.next();
@@ -241,6 +260,16 @@ fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
         Routed::Answer(local(status, text, started, metrics, conn, access))
     };
 
+    if moved.is_err() {
+        // Cannot happen for a head httparse read (it takes the fields `http` takes); a
+        // request whose fields cannot be read is a bad one, whatever the reason.
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "bad request\n",
+            MetricsRef::Listener(Arc::clone(shared)),
+            access,
+        );
+    }
     if more_than_one_host {
         // RFC 9112 §3.2: more than one Host is a bad request (and a smuggling attempt).
         return answer(
@@ -260,7 +289,7 @@ fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
             access,
         );
     }
-    if req.headers().len() > config.max_headers {
+    if req.headers().len() + passed.len() > config.max_headers {
         // hyper enforces the count on HTTP/1.1 only; this holds for HTTP/2 too.
         return answer(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -307,6 +336,19 @@ fn route(req: ClientRequest, conn: &Arc<ConnInfo>, started: Instant) -> Routed {
         }
     }
 
+    // hyper's clients (HTTP/2 backends, upgrades) take every field from the map.
+    if !passed.is_empty()
+        && (target.upstream.http2_client().is_some() || is_upgrade(&req))
+        && passed.move_all(req.headers_mut()).is_err()
+    {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "bad request\n",
+            MetricsRef::Route(target),
+            access,
+        );
+    }
+    req.body_mut().passed = passed;
     let hosts = Hosts {
         routed: host,
         has_host_header: has_host,

@@ -249,6 +249,8 @@ pub struct RouteTable<T> {
     wildcard_len: (usize, usize),
     any_host: Group,
     default: Option<T>,
+    /// Every header name a route matches on, once each.
+    header_names: Vec<HeaderName>,
 }
 
 /// A validated route.
@@ -402,6 +404,7 @@ impl<T> RouteTable<T> {
             any_host: Group::default(),
             default,
             routes: Vec::new(),
+            header_names: Vec::new(),
         };
         for (host, builder) in builders {
             let group = builder.build(&compiled, &mut errors);
@@ -422,8 +425,19 @@ impl<T> RouteTable<T> {
             errors.sort_by_key(RouteError::route);
             return Err(errors);
         }
+        for (name, _) in compiled.iter().flat_map(|r| r.headers.iter()) {
+            if !table.header_names.contains(name) {
+                table.header_names.push(name.clone());
+            }
+        }
         table.routes = compiled;
         Ok(table)
+    }
+
+    /// The header names routes match on (a request's fields of these names must be in the
+    /// map given to [`Self::lookup`]).
+    pub fn header_names(&self) -> &[HeaderName] {
+        &self.header_names
     }
 
     /// The target serving a request to `host` (the `Host` header or `:authority`, port allowed)

@@ -33,7 +33,8 @@ use rewind::Rewind;
 
 use crate::body::ClientBody;
 use crate::metrics::RouteMetrics;
-use crate::proxy::{self, ConnInfo};
+use crate::passed::PassedFields;
+use crate::proxy::{self, ClientPayload, ConnInfo};
 use crate::{ConfigSource, HttpListenerConfig};
 
 /// What outlives snapshots for one http listener: name, connection limit, metric handles.
@@ -210,7 +211,10 @@ async fn serve_http<I>(
     let clock_info = Arc::clone(&info);
     let service = service_fn(move |req: Request<Incoming>| {
         proxy::handle(
-            req.map(|b| Some(ClientBody::Streamed(b))),
+            req.map(|b| ClientPayload {
+                body: Some(ClientBody::Streamed(b)),
+                passed: PassedFields::default(),
+            }),
             Arc::clone(&info),
         )
     });

@@ -581,6 +581,84 @@ fn both_servers_write_the_same_heads() {
     );
 }
 
+/// The backend gets the same fields from both servers: the own path passes the fields it
+/// does not read as they came (names lowercased, as from a header map) instead of putting
+/// them in a map, and must still drop hop-by-hop ones, append to X-Forwarded-For, keep the
+/// order of one name's values, and add nothing else. Compared as the backend read them, sorted
+/// by name (the values of one name in their order), for a browser's GET, a POST with a small
+/// body, and a request whose `Connection` names a field. Catches a field lost, doubled,
+/// reordered within its name, or passed on that should have been dropped.
+#[test]
+fn both_servers_send_the_backend_the_same_fields() {
+    let backend = ScriptedBackend::start();
+    let portico = start_portico(&backend);
+    let browser = "Host: app.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
+        Accept: text/html,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\n\
+        Cookie: a=1\r\nSec-Fetch-Mode: navigate\r\nX-Forwarded-For: 192.0.2.1\r\n\
+        Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+        cookie: b=2\r\nX-Empty:\r\nX-Spaced:   a  b   \r\n";
+    let cases = [
+        ("GET", "/fields/browser", browser.to_owned(), ""),
+        (
+            "POST",
+            "/fields/post",
+            "Host: app.test\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nAccept: */*\r\n"
+                .to_owned(),
+            "hello",
+        ),
+        (
+            "GET",
+            "/fields/named",
+            "Host: app.test\r\nX-Hop: 1\r\nAccept: */*\r\nConnection: X-Hop\r\n".to_owned(),
+            "",
+        ),
+    ];
+    for server in BOTH {
+        let mut s = open(portico.addr("web"), server);
+        for (method, target, fields, body) in &cases {
+            let head = format!("{method} {target} HTTP/1.1\r\n{fields}\r\n{body}");
+            s.write_all(head.as_bytes()).unwrap();
+            let r = read_answer(&mut s, method);
+            assert_eq!(r.status, 200, "{server:?} {target}: {r:#?}");
+        }
+    }
+    let sorted = |target: &str| -> Vec<Vec<(String, String)>> {
+        let seen = backend.seen_for(target);
+        assert_eq!(seen.len(), 2, "{target}: one request from each server");
+        seen.into_iter()
+            .map(|mut s| {
+                s.fields.sort_by(|a, b| a.0.cmp(&b.0));
+                s.fields
+            })
+            .collect()
+    };
+    for (_, target, _, _) in &cases {
+        let both = sorted(target);
+        assert_eq!(both[0], both[1], "{target}: own path, then hyper");
+    }
+    let browser = &sorted("/fields/browser")[0];
+    let values = |name: &str| -> Vec<&str> {
+        browser
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("cookie"), ["a=1", "b=2"]);
+    assert_eq!(values("x-forwarded-for"), ["192.0.2.1, 127.0.0.1"]);
+    assert_eq!(values("x-spaced"), ["a  b"]);
+    assert_eq!(values("x-empty"), [""]);
+    assert_eq!(values("te"), ["trailers"]);
+    assert_eq!(values("keep-alive"), Vec::<&str>::new(), "hop-by-hop");
+    assert_eq!(values("user-agent"), ["Mozilla/5.0 (X11; Linux x86_64)"]);
+    let named = &sorted("/fields/named")[0];
+    assert!(
+        !named.iter().any(|(n, _)| n == "x-hop"),
+        "a field Connection names goes no further: {named:?}"
+    );
+    assert!(named.iter().any(|(n, v)| n == "accept" && v == "*/*"));
+}
+
 /// Trailer fields go out after a chunked body only to a client that said it takes them
 /// (`TE: trailers`), as hyper does, and then only those the head announced (`Trailer:
 /// X-Sum`). Catches trailers sent to a client that did not ask for them (hyper's path sends

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::{Answer, ConnInfo, Hosts, is_idempotent, is_upgrade};
 use crate::body::{AccessLine, BodyTooLarge, Inner, ProxyRequestBody};
 use crate::headers::{self, Forwarding};
+use crate::passed::PassedFields;
 use crate::upstream::{H1Body, ResponseFields, UpstreamError};
 use crate::{HttpListenerConfig, RouteTarget};
 
@@ -91,6 +92,8 @@ pub(super) struct Answering {
 pub(super) struct Call {
     /// HTTP/1.1 in origin form, or HTTP/2 (the target URI is set per backend).
     req: Request<ProxyRequestBody>,
+    /// Fields not in the map, written after its fields (none for HTTP/2 and upgrades).
+    passed: PassedFields,
     /// The client's balancing key.
     key: u64,
     /// Attempts at most (1 + retries for retryable requests).
@@ -120,7 +123,7 @@ pub(super) fn prepare(
     let mut req = req;
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, super::ClientPayload { body, passed }) = req.into_parts();
     // Server-side extensions are for this hop only.
     parts.extensions.clear();
     headers::to_backend(
@@ -154,6 +157,7 @@ pub(super) fn prepare(
     };
     let call = Call {
         req: Request::from_parts(parts, body),
+        passed,
         key: hash::hash_ip(conn.peer.ip()),
         count: if retryable {
             (1 + target.retries as usize).min(MAX_ATTEMPTS)
@@ -202,6 +206,7 @@ pub(super) fn h1(
     let Forward { call, answering } = forward;
     let Call {
         req,
+        passed,
         key,
         count,
         retryable,
@@ -279,8 +284,11 @@ pub(super) fn h1(
                         });
                     }
                     let reused = conn.is_reused();
-                    let sent =
-                        tokio::time::timeout_at(deadline, conn.exchange(&parts, &mut body)).await;
+                    let sent = tokio::time::timeout_at(
+                        deadline,
+                        conn.exchange(&parts, &passed, &mut body),
+                    )
+                    .await;
                     let failed = match sent {
                         Ok(Ok(head)) => {
                             pool.report_connect_success(index, connect_time);

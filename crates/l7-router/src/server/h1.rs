@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use head::{BodyLength, Framing, Parsed};
 
 use crate::body::{ClientBody, ResponseBody};
-use crate::proxy::{self, ConnInfo};
+use crate::proxy::{self, ClientPayload, ConnInfo};
 use crate::upstream::{encode_chunk_header, encode_last_chunk};
 
 /// The read buffer of a connection starts this large (hyper's too).
@@ -107,9 +107,12 @@ where
             close: served.close,
             trailers: served.takes_trailers,
         };
-        let body = served.body.map(|b| ClientBody::Read(Full::new(b)));
+        let payload = ClientPayload {
+            body: served.body.map(|b| ClientBody::Read(Full::new(b))),
+            passed: served.passed,
+        };
         let handling = pin!(proxy::handle(
-            served.request.map(|()| body),
+            served.request.map(|()| payload),
             Arc::clone(&conn)
         ));
         let Some(Ok(mut response)) = answer_or_client_gone(handling, &mut io, &mut buf).await

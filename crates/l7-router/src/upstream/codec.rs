@@ -14,6 +14,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use crate::headers;
+use crate::passed::PassedFields;
 
 /// A response head (and a chunked body's trailer section) larger than this is refused: a
 /// backend cannot make us buffer without bound.
@@ -61,7 +62,12 @@ pub(crate) fn request_framing(
 /// Writes the request head into `out` (cleared first). The framing headers of `parts` are
 /// replaced by the ones `framing` calls for, so the head always agrees with the body that
 /// follows: a mismatch there is what request smuggling feeds on.
-pub(crate) fn encode_request_head(parts: &Parts, framing: RequestFraming, out: &mut Vec<u8>) {
+pub(crate) fn encode_request_head(
+    parts: &Parts,
+    passed: &PassedFields,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -79,6 +85,8 @@ pub(crate) fn encode_request_head(parts: &Parts, framing: RequestFraming, out: &
         }
         push_field(name, value, out);
     }
+    // No framing field among them: those are read by Portico, so they are in the map.
+    passed.encode(out);
     match framing {
         RequestFraming::Length(n) => push_content_length(n, out),
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

@@ -46,6 +46,7 @@ use super::codec::{
     self, BodyFraming, Chunk, ChunkedDecoder, Parsed, RequestFraming, ResponseHead,
 };
 use crate::body::ProxyRequestBody;
+use crate::passed::PassedFields;
 
 /// A connection's read buffer: room for a typical response head and body in one read.
 const READ_BUF: usize = 8 * 1024;
@@ -397,10 +398,11 @@ impl Conn {
     pub(crate) fn exchange<'a>(
         &'a mut self,
         parts: &'a Parts,
+        passed: &PassedFields,
         body: &'a mut ProxyRequestBody,
     ) -> impl Future<Output = Result<ResponseHead, SendError>> + 'a {
         let framing = codec::request_framing(parts, body.is_end_stream(), body.size_hint().exact());
-        codec::encode_request_head(parts, framing, &mut self.write_buf);
+        codec::encode_request_head(parts, passed, framing, &mut self.write_buf);
         self.written = 0;
         self.head_sent = false;
         self.head_len = self.write_buf.len();

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::{BackendConns, H1Body, Upstream, UpstreamSettings};
 use crate::body::ProxyRequestBody;
+use crate::passed::PassedFields;
 
 mod wire;
 
@@ -215,7 +216,7 @@ async fn fetch(conns: &Arc<BackendConns>) -> Bytes {
     };
     let (parts, mut body) = get().into_parts();
     let head = conn
-        .exchange(&parts, &mut body)
+        .exchange(&parts, &PassedFields::default(), &mut body)
         .await
         .map_err(|e| e.error)
         .expect("response");
@@ -371,7 +372,10 @@ async fn a_request_the_backend_closes_on_without_an_answer_is_told_apart() {
     let mut conn = conns.checkout().expect("pooled");
     assert!(conn.is_reused());
     let (parts, mut body) = get().into_parts();
-    let failed = match conn.exchange(&parts, &mut body).await {
+    let failed = match conn
+        .exchange(&parts, &PassedFields::default(), &mut body)
+        .await
+    {
         Ok(_) => panic!("the backend closed without an answer"),
         Err(failed) => failed,
     };
@@ -604,11 +608,14 @@ async fn a_small_body_in_memory_goes_out_in_the_same_write_as_its_head() {
             None => conns.connect().await.expect("connect"),
         };
         let before = conn.writes;
-        let head = tokio::time::timeout(WAIT, conn.exchange(&parts, &mut body))
-            .await
-            .expect("an answer in time")
-            .map_err(|e| e.error)
-            .expect("response");
+        let head = tokio::time::timeout(
+            WAIT,
+            conn.exchange(&parts, &PassedFields::default(), &mut body),
+        )
+        .await
+        .expect("an answer in time")
+        .map_err(|e| e.error)
+        .expect("response");
         let writes = conn.writes - before;
         assert_eq!(head.status, StatusCode::OK);
         assert!(head.keep_alive, "a body sent whole keeps the connection");

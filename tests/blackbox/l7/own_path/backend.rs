@@ -32,6 +32,8 @@ const NOT_MODIFIED_LENGTH: &str = "17";
 pub(super) struct Seen {
     pub method: String,
     pub target: String,
+    /// (lowercase name, trimmed value) in the order they came.
+    pub fields: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -333,6 +335,7 @@ fn read_backend_request(s: &mut TcpStream, pending: &mut Vec<u8>) -> std::io::Re
     Ok(Some(Seen {
         method,
         target,
+        fields: headers,
         body,
     }))
 }

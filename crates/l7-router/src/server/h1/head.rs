@@ -10,10 +10,11 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::headers::list_elements;
+use crate::headers::{list_elements, names_a_field};
+use crate::passed::{FieldAt, PassedFields, ReadField, read_field};
 use crate::upstream::{parse_decimal, push_content_length};
 
 /// At most this many fields are parsed on the stack (hyper's default limit); a listener that
@@ -46,7 +47,10 @@ pub(crate) enum Parsed {
 /// A request this path serves: its head, and its body when it had one.
 #[derive(Debug)]
 pub(crate) struct Served {
+    /// Its head, with the fields Portico reads in the header map ...
     pub request: Request<()>,
+    /// ... and the others as they came (see [`crate::passed`]).
+    pub passed: PassedFields,
     /// A `Content-Length` body (not empty), whole: it had all arrived with the head, and was
     /// split off the buffer after it.
     pub body: Option<Bytes>,
@@ -55,14 +59,6 @@ pub(crate) struct Served {
     /// The client takes trailer fields (its TE lists `trailers`); as hyper, none are sent
     /// to a client that did not say so.
     pub takes_trailers: bool,
-}
-
-/// Where one field's name and value sit in the head's bytes, so that the values can be cut
-/// out of the frozen head once httparse's borrow of the buffer has ended.
-#[derive(Debug, Clone, Copy)]
-struct FieldAt {
-    name: (usize, usize),
-    value: (usize, usize),
 }
 
 /// Parses the request head at the front of `buf`, of at most `max_bytes` bytes and
@@ -100,32 +96,53 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
     let mut close = false;
     let mut takes_trailers = false;
     let mut length: Option<u64> = None;
-    let mut places = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
+    // Field positions: those Portico reads, for the header map, and the others, passed on.
+    // A name is wholly in one or the other, so each keeps its fields' order.
+    let mut mapped = Vec::with_capacity(parsed.headers.len());
+    let mut passed = Vec::new();
+    // `Connection` names a field to drop at this hop: every field goes in the map, where the
+    // hop-by-hop rules look for it.
+    let mut names_fields = false;
+    for (i, field) in parsed.headers.iter().enumerate() {
         let name = field.name.as_bytes();
-        // A chunked body, an upgrade or an interim answer to give is hyper's.
-        let handed_over = [TRANSFER_ENCODING, UPGRADE, EXPECT]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()));
-        if handed_over {
-            return Parsed::HandOver;
-        }
-        if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
-            // One plain decimal, or hyper decides (a list, a second field, a bad value).
-            match (length, parse_decimal(field.value)) {
-                (None, Some(n)) => length = Some(n),
-                _ => return Parsed::HandOver,
-            }
-        } else if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
-            close |= list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case(TE.as_str().as_bytes()) {
-            takes_trailers |=
-                list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
-        }
-        places.push(FieldAt {
+        let place = FieldAt {
             name: at(name),
             value: at(field.value),
-        });
+        };
+        let Some(kind) = read_field(name) else {
+            if passed.capacity() == 0 {
+                // One allocation, for this field and any after it.
+                passed.reserve_exact(parsed.headers.len() - i);
+            }
+            passed.push(place);
+            continue;
+        };
+        match kind {
+            // A chunked body, an upgrade or an interim answer to give is hyper's.
+            ReadField::TransferEncoding | ReadField::Upgrade | ReadField::Expect => {
+                return Parsed::HandOver;
+            }
+            // One plain decimal, or hyper decides (a list, a second field, a bad value).
+            ReadField::ContentLength => match (length, parse_decimal(field.value)) {
+                (None, Some(n)) => length = Some(n),
+                _ => return Parsed::HandOver,
+            },
+            ReadField::Connection => {
+                for token in list_elements(field.value) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    names_fields |= names_a_field(token);
+                }
+            }
+            ReadField::Te => {
+                takes_trailers |=
+                    list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            }
+            ReadField::Host | ReadField::Rewritten => {}
+        }
+        mapped.push(place);
+    }
+    if names_fields {
+        mapped.append(&mut passed);
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::HandOver;
@@ -138,9 +155,14 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
         Some(_) => return Parsed::HandOver,
     };
     let head = buf.split_to(head_len).freeze();
-    match request(&head, method, target_at, &places) {
+    match request(&head, method, target_at, &mapped) {
         Some(request) => Parsed::Serve(Served {
             request,
+            passed: if passed.is_empty() {
+                PassedFields::default()
+            } else {
+                PassedFields::new(head, passed)
+            },
             body: (body_len > 0).then(|| buf.split_to(body_len).freeze()),
             close,
             takes_trailers,
@@ -161,6 +183,8 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
 /// to read the same bytes as different requests.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn assert_framing_is_unambiguous(served: &Served) {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+
     let headers = served.request.headers();
     assert!(
         !headers.contains_key(TRANSFER_ENCODING),
@@ -179,7 +203,8 @@ pub(crate) fn assert_framing_is_unambiguous(served: &Served) {
     }
 }
 
-/// The request of a parsed head; header values are zero-copy slices of `head`.
+/// The request of a parsed head, with the fields at `places` in its map; header values are
+/// zero-copy slices of `head`.
 fn request(
     head: &Bytes,
     method: Method,

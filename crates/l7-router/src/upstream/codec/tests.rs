@@ -14,7 +14,7 @@ fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> Parts {
 
 fn head_string(parts: &Parts, framing: RequestFraming) -> String {
     let mut out = b"stale".to_vec();
-    encode_request_head(parts, framing, &mut out);
+    encode_request_head(parts, &PassedFields::default(), framing, &mut out);
     String::from_utf8(out).expect("ascii head")
 }
 
@@ -42,7 +42,12 @@ fn framing_rules() {
     assert_eq!(request_framing(&with_cl, true, None), RequestFraming::Empty);
     for n in [0, 9, 10, 1234567890, u64::MAX] {
         let mut out = Vec::new();
-        encode_request_head(&get, RequestFraming::Length(n), &mut out);
+        encode_request_head(
+            &get,
+            &PassedFields::default(),
+            RequestFraming::Length(n),
+            &mut out,
+        );
         assert_eq!(
             out,
             format!("GET / HTTP/1.1\r\ncontent-length: {n}\r\n\r\n").as_bytes()

@@ -24,15 +24,83 @@ fn handed_over(raw: &str) {
 fn a_bodyless_http11_request_is_served_and_the_next_one_stays_buffered() {
     let (s, rest) =
         served("GET /a/b?c=d HTTP/1.1\r\nHost: app.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
-    let req = s.request;
+    let req = &s.request;
     assert_eq!(req.method(), Method::GET);
     assert_eq!(req.uri(), "/a/b?c=d");
     assert_eq!(req.version(), Version::HTTP_11);
     assert_eq!(req.headers()["host"], "app.test");
-    let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
-    assert_eq!(twos, ["1", "2"]);
+    assert_eq!(passed(&s), ["X-Two: 1", "x-two: 2"]);
     assert!(!s.close);
     assert_eq!(rest, "GET /next");
+}
+
+/// `name: value` of each field passed on unread, in order.
+fn passed(s: &Served) -> Vec<String> {
+    s.passed
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{}: {}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            )
+        })
+        .collect()
+}
+
+/// The fields Portico reads go in the map, in any case; the others are passed on in the order
+/// they came, none lost and none in both.
+#[test]
+fn fields_portico_reads_go_in_the_map_and_the_others_are_passed_on() {
+    let (s, _) = served(
+        "POST /f HTTP/1.1\r\nUser-Agent: ua\r\nHOST: app.test\r\nAccept: */*\r\n\
+         Content-Length: 2\r\nX-Forwarded-For: 192.0.2.1\r\nCookie: a=1\r\n\
+         connection: keep-alive\r\nte: trailers\r\nForwarded: for=192.0.2.1\r\n\
+         cookie: b=2\r\nKeep-Alive: timeout=5\r\n\r\nhi",
+    );
+    let mut mapped: Vec<_> = s.request.headers().keys().map(|k| k.as_str()).collect();
+    mapped.sort_unstable();
+    assert_eq!(
+        mapped,
+        [
+            "connection",
+            "content-length",
+            "forwarded",
+            "host",
+            "keep-alive",
+            "te",
+            "x-forwarded-for"
+        ]
+    );
+    assert_eq!(
+        passed(&s),
+        [
+            "User-Agent: ua",
+            "Accept: */*",
+            "Cookie: a=1",
+            "cookie: b=2"
+        ]
+    );
+}
+
+/// A `Connection` that names another field (to be dropped at this hop) puts every field in
+/// the map, where the hop-by-hop rules find it; `keep-alive` and `te` name nothing else.
+#[test]
+fn a_connection_naming_a_field_puts_every_field_in_the_map() {
+    for connection in ["x-hop", "close", "keep-alive, X-Hop"] {
+        let (s, _) = served(&format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Hop: 1\r\nAccept: */*\r\nConnection: {connection}\r\n\r\n"
+        ));
+        assert!(s.passed.is_empty(), "{connection}: {:?}", passed(&s));
+        assert_eq!(s.request.headers().len(), 4, "{connection}");
+    }
+    // (`upgrade` without an Upgrade field is served: it names a hop-by-hop field.)
+    for connection in ["keep-alive", "TE, keep-alive", "upgrade"] {
+        let (s, _) = served(&format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Hop: 1\r\nConnection: {connection}\r\n\r\n"
+        ));
+        assert_eq!(passed(&s), ["X-Hop: 1"], "{connection}");
+    }
 }
 
 #[test]
