@@ -25,6 +25,10 @@ const MAX_FIELDS: usize = crate::server::HYPER_MAX_HEADERS;
 /// (a small POST or PUT); a larger one streams through hyper.
 const MAX_READ_BODY: usize = 64 * 1024;
 
+/// The longest field name `http` takes (`HeaderName`); fields passed on unread are not made
+/// into one, so the length is checked here.
+const MAX_NAME_LEN: usize = (1 << 16) - 1;
+
 /// At most this many fields are added to a request on its way to the backend (forwarding
 /// fields, request id, host).
 const FORWARDING_FIELDS: usize = 6;
@@ -110,6 +114,10 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
             value: at(field.value),
         };
         let Some(kind) = read_field(name) else {
+            if name.len() > MAX_NAME_LEN {
+                // A name `http` refuses (hyper answers it), though httparse took it.
+                return Parsed::HandOver;
+            }
             if passed.capacity() == 0 {
                 // One allocation, for this field and any after it.
                 passed.reserve_exact(parsed.headers.len() - i);

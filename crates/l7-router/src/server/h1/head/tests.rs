@@ -440,3 +440,22 @@ fn mutated_request_heads_never_panic_lose_bytes_or_depend_on_how_they_arrive() {
         }
     }
 }
+
+/// A field name longer than `http` takes is handed to hyper (which refuses it), as when every
+/// field went through a `HeaderMap`, whether or not Portico reads the field.
+#[test]
+fn a_name_too_long_for_http_is_handed_over() {
+    let long = "x".repeat(MAX_NAME_LEN + 1);
+    let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{long}: 1\r\n\r\n");
+    let mut buf = BytesMut::from(raw.as_str());
+    let parsed = parse_request(&mut buf, 1 << 20, 100);
+    assert!(matches!(parsed, Parsed::HandOver), "{parsed:?}");
+    assert_eq!(buf, raw.as_bytes(), "handed over as read");
+    let longest = "x".repeat(MAX_NAME_LEN);
+    let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{longest}: 1\r\n\r\n");
+    let mut buf = BytesMut::from(raw.as_str());
+    match parse_request(&mut buf, 1 << 20, 100) {
+        Parsed::Serve(served) => assert_eq!(served.passed.len(), 1),
+        other => panic!("the longest name http takes was not served: {other:?}"),
+    }
+}
