@@ -186,14 +186,16 @@ pub(crate) fn connection_named(token: &[u8]) -> Option<HeaderName> {
     HeaderName::from_bytes(token).ok()
 }
 
-/// Whether a Connection token names a field that would not go anyway (see
-/// [`connection_named`]), without making its name.
+/// Whether a Connection token names a field to drop at this hop that would not go anyway
+/// (see [`connection_named`]), without making its name. `Host` is never dropped: Portico
+/// routed on it, and an HTTP/1.1 request without one is a bad request (a client's
+/// `Connection: host` would otherwise have the backend answer 400).
 pub(crate) fn names_a_field(token: &[u8]) -> bool {
     let goes_anyway = token.eq_ignore_ascii_case(TE.as_str().as_bytes())
         || HOP_BY_HOP
             .iter()
             .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()));
-    !goes_anyway
+    !goes_anyway && !token.eq_ignore_ascii_case(HOST.as_str().as_bytes())
 }
 
 /// The non-empty elements of one comma-separated field value, optional whitespace trimmed.

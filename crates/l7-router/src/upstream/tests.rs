@@ -539,6 +539,29 @@ async fn a_request_without_host_gets_the_backend_address_as_host() {
     assert_eq!(head.matches("\r\nhost:").count(), 1, "{head}");
 }
 
+/// A `Connection` token naming `Host` does not take the Host away: Portico routed on it and
+/// the backend needs it (removing it would send an HTTP/1.1 request without a host). Other
+/// named fields still go, on both servers (HTTP/1.0, the second request, is hyper's).
+#[tokio::test]
+async fn a_connection_token_naming_host_keeps_the_host() {
+    let backend = TestBackend::start("kept", Mode::KeepAlive).await;
+    let upstream = Arc::new(Upstream::new(settings(8, Duration::from_secs(30))));
+    let addr = listener_in_front_of(backend.addr, upstream).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let requests: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nHost: app.test\r\nX-Hop: 1\r\nConnection: Host, X-Hop\r\n\r\n",
+        b"GET /b HTTP/1.0\r\nHost: app.test\r\nX-Hop: 1\r\nConnection: host, x-hop\r\n\r\n",
+    ];
+    for request in requests {
+        let (status, body) = request_over(&mut client, request).await;
+        assert!(status.ends_with(" 200 OK"), "{status}");
+        assert_eq!(body, "kept");
+        let head = backend.last_head().to_ascii_lowercase();
+        assert_eq!(head.matches("\r\nhost: app.test\r\n").count(), 1, "{head}");
+        assert!(!head.contains("x-hop"), "{head}");
+    }
+}
+
 /// A loopback backend that reads `Content-Length` requests, keeps each body, and answers
 /// `ok` on the same connection.
 async fn body_keeping_backend() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
