@@ -145,7 +145,14 @@ impl PassedFields {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         for at in &self.fields {
             let start = out.len();
-            out.extend_from_slice(&self.head[at.name.0..at.value.1.max(at.name.1)]);
+            if at.value.1 > at.name.1 {
+                out.extend_from_slice(&self.head[at.name.0..at.value.1]);
+            } else {
+                // (Not from httparse, whose values follow their colon.)
+                out.extend_from_slice(&self.head[at.name.0..at.name.1]);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&self.head[at.value.0..at.value.1]);
+            }
             out[start..start + (at.name.1 - at.name.0)].make_ascii_lowercase();
             out.extend_from_slice(b"\r\n");
         }
@@ -235,6 +242,22 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "accept: */*\r\nx-custom:  a b\r\ncookie: a=1\r\ncookie: b=2\r\n"
         );
+    }
+
+    /// Positions that do not come from httparse (a value that does not follow its name) are
+    /// still written as a whole field: name, colon, value.
+    #[test]
+    fn a_value_before_its_name_is_still_written_as_a_field() {
+        let fields = PassedFields::new(
+            Bytes::from_static(b"1X-A"),
+            vec![FieldAt {
+                name: (1, 4),
+                value: (0, 1),
+            }],
+        );
+        let mut out = Vec::new();
+        fields.encode(&mut out);
+        assert_eq!(out, b"x-a: 1\r\n");
     }
 
     #[test]
