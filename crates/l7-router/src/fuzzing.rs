@@ -88,7 +88,7 @@ pub(crate) fn request_outcome(
                 // Portico reads.
                 for (name, _) in served.passed.iter() {
                     assert!(
-                        !crate::passed::is_read_by_portico(name),
+                        !crate::headers::is_read_by_portico(name),
                         "{bytes:?}: {} passed on unread",
                         String::from_utf8_lossy(name)
                     );

@@ -4,9 +4,9 @@
 //! A `HeaderMap` costs about a thousand instructions per field (a name object, a value object,
 //! a hash insert), and a browser sends ten to fifteen fields (accept-*, cookie, user-agent,
 //! sec-fetch-*...) that no part of Portico reads. Portico's own HTTP/1.1 server puts in the map
-//! only the fields something reads or rewrites ([`read_field`]: host, framing, hop-by-hop and
-//! forwarding fields) and keeps the others here; all of them go in the map when `Connection`
-//! names a field to drop at this hop. A name the config reads (a route's header match, the
+//! only the fields something reads or rewrites ([`crate::headers::read_field`]: host, framing,
+//! hop-by-hop and forwarding fields) and keeps the others here; all of them go in the map when
+//! `Connection` names a field to drop at this hop. A name the config reads (a route's header match, the
 //! request-id header) is moved into the map before routing, and everything is, for an HTTP/2
 //! backend or an upgrade, which go through hyper's client. hyper's server puts every field in
 //! the map, as before.
@@ -26,54 +26,6 @@ pub(crate) struct FieldAt {
 pub(crate) struct PassedFields {
     head: Bytes,
     fields: Vec<FieldAt>,
-}
-
-/// A field Portico reads by name (see [`read_field`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadField {
-    Host,
-    ContentLength,
-    TransferEncoding,
-    Connection,
-    Te,
-    Upgrade,
-    Expect,
-    /// Hop-by-hop (`keep-alive`, `proxy-*`) or forwarding (`x-forwarded-*`, `forwarded`).
-    Rewritten,
-}
-
-/// Which of the fields Portico reads or rewrites by name `name` is, in any case; `None` for
-/// a field it passes on unread. Those it reads: the host it routes on, the framing, hop-by-hop
-/// fields, the forwarding fields it appends to, and `Expect`. One length test and at most one
-/// compare (names of one length differ in their first byte).
-pub(crate) fn read_field(name: &[u8]) -> Option<ReadField> {
-    use ReadField::*;
-    let first = name.first()?.to_ascii_lowercase();
-    let (candidate, kind): (&[u8], ReadField) = match (name.len(), first) {
-        (2, _) => (b"te", Te),
-        (4, _) => (b"host", Host),
-        (6, _) => (b"expect", Expect),
-        (7, _) => (b"upgrade", Upgrade),
-        (9, _) => (b"forwarded", Rewritten),
-        (10, b'c') => (b"connection", Connection),
-        (10, _) => (b"keep-alive", Rewritten),
-        (14, _) => (b"content-length", ContentLength),
-        (15, _) => (b"x-forwarded-for", Rewritten),
-        (16, b'p') => (b"proxy-connection", Rewritten),
-        (16, _) => (b"x-forwarded-host", Rewritten),
-        (17, b't') => (b"transfer-encoding", TransferEncoding),
-        (17, _) => (b"x-forwarded-proto", Rewritten),
-        (18, _) => (b"proxy-authenticate", Rewritten),
-        (19, _) => (b"proxy-authorization", Rewritten),
-        _ => return None,
-    };
-    name.eq_ignore_ascii_case(candidate).then_some(kind)
-}
-
-/// Whether Portico reads the field `name` (in any case): it must be in the header map.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn is_read_by_portico(name: &[u8]) -> bool {
-    read_field(name).is_some()
 }
 
 impl PassedFields {
@@ -168,6 +120,7 @@ fn value_at(head: &Bytes, at: &FieldAt) -> Result<HeaderValue, http::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::is_read_by_portico;
 
     /// `head` holds `name: value` lines; the fields are found with httparse, as the server
     /// finds them.

@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::headers::{list_elements, names_a_field};
-use crate::passed::{FieldAt, PassedFields, ReadField, read_field};
+use crate::headers::{ReadField, list_elements, names_a_field, read_field};
+use crate::passed::{FieldAt, PassedFields};
 use crate::upstream::{parse_decimal, push_content_length};
 
 /// At most this many fields are parsed on the stack (hyper's default limit); a listener that
@@ -145,7 +145,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_fields: us
                 takes_trailers |=
                     list_elements(field.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
             }
-            ReadField::Host | ReadField::Rewritten => {}
+            ReadField::Host | ReadField::HopByHop | ReadField::Forwarding => {}
         }
         mapped.push(place);
     }
