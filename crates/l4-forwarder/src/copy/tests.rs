@@ -145,6 +145,37 @@ async fn splice_path_serves_many_small_exchanges() {
     ping_pong_exchanges(true).await;
 }
 
+/// A chunk with the sender's FIN right behind it, on both directions, a hundred times: the
+/// short read that clears the readiness must not lose the end of the stream (which epoll may
+/// report with the bytes, or just after them). A lost FIN would leave `read_to_end` waiting;
+/// each wait is bounded.
+#[tokio::test]
+async fn a_fin_right_behind_a_small_chunk_ends_the_direction() {
+    for i in 0..100u32 {
+        let (mut client_side, mut backend_side, copier) = copying(options(60, false)).await;
+        let request = format!("request {i}");
+        client_side.write_all(request.as_bytes()).await.unwrap();
+        client_side.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), backend_side.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i}: the client's FIN never came"))
+            .unwrap();
+        assert_eq!(got, request.as_bytes());
+        let reply = format!("reply {i}");
+        backend_side.write_all(reply.as_bytes()).await.unwrap();
+        backend_side.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client_side.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i}: the backend's FIN never came"))
+            .unwrap();
+        assert_eq!(got, reply.as_bytes());
+        let counts = (request.len() as u64, reply.len() as u64);
+        assert_eq!(copier.await.unwrap(), Ok(counts));
+    }
+}
+
 async fn large_transfer_with_a_slow_reader(splice: bool) {
     let (mut client_side, mut backend_side, copier) = copying(options(60, splice)).await;
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
