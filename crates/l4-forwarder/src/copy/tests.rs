@@ -1,4 +1,6 @@
 use super::*;
+use std::future::Future;
+use std::pin::Pin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -35,6 +37,13 @@ async fn copying(
             .map_err(|e| format!("{e:?}"))
     });
     (client_side, backend_side, copier)
+}
+
+/// `f`, which must finish within 5 s: a lost wake-up fails the test instead of hanging it.
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing moved for 5 s"))
 }
 
 /// Bytes that differ from one position to the next, so a lost or repeated chunk shows.
@@ -85,12 +94,20 @@ async fn copies_both_ways_and_forwards_half_close(splice: bool) {
 
 #[tokio::test]
 async fn copy_path_copies_both_ways_and_forwards_half_close() {
-    copies_both_ways_and_forwards_half_close(false).await;
+    within(
+        "the whole test",
+        copies_both_ways_and_forwards_half_close(false),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn splice_path_copies_both_ways_and_forwards_half_close() {
-    copies_both_ways_and_forwards_half_close(true).await;
+    within(
+        "the whole test",
+        copies_both_ways_and_forwards_half_close(true),
+    )
+    .await;
 }
 
 /// Many request/response exchanges on one connection, as keep-alive HTTP does: every reply
@@ -113,36 +130,37 @@ async fn ping_pong_exchanges(splice: bool) {
         let request = format!("request {i}");
         sent_up += request.len() as u64;
         client_side.write_all(request.as_bytes()).await.unwrap();
-        backend_side
-            .read_exact(&mut buf[..request.len()])
-            .await
-            .unwrap();
+        within(
+            "request",
+            backend_side.read_exact(&mut buf[..request.len()]),
+        )
+        .await
+        .unwrap();
         assert_eq!(&buf[..request.len()], request.as_bytes());
         let reply = format!("reply {i}");
         sent_down += reply.len() as u64;
         backend_side.write_all(reply.as_bytes()).await.unwrap();
-        client_side
-            .read_exact(&mut buf[..reply.len()])
+        within("reply", client_side.read_exact(&mut buf[..reply.len()]))
             .await
             .unwrap();
         assert_eq!(&buf[..reply.len()], reply.as_bytes());
     }
     client_side.shutdown().await.unwrap();
-    assert_eq!(backend_side.read(&mut buf).await.unwrap(), 0);
+    assert_eq!(within("FIN", backend_side.read(&mut buf)).await.unwrap(), 0);
     backend_side.shutdown().await.unwrap();
-    assert_eq!(client_side.read(&mut buf).await.unwrap(), 0);
+    assert_eq!(within("FIN", client_side.read(&mut buf)).await.unwrap(), 0);
     assert_eq!(copier.await.unwrap(), Ok((sent_up, sent_down)));
     assert_pipes_used(splice);
 }
 
 #[tokio::test]
 async fn copy_path_serves_many_small_exchanges() {
-    ping_pong_exchanges(false).await;
+    within("the whole test", ping_pong_exchanges(false)).await;
 }
 
 #[tokio::test]
 async fn splice_path_serves_many_small_exchanges() {
-    ping_pong_exchanges(true).await;
+    within("the whole test", ping_pong_exchanges(true)).await;
 }
 
 /// A chunk with the sender's FIN right behind it, on both directions, a hundred times: the
@@ -157,23 +175,78 @@ async fn a_fin_right_behind_a_small_chunk_ends_the_direction() {
         client_side.write_all(request.as_bytes()).await.unwrap();
         client_side.shutdown().await.unwrap();
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), backend_side.read_to_end(&mut got))
+        within("the client's FIN", backend_side.read_to_end(&mut got))
             .await
-            .unwrap_or_else(|_| panic!("connection {i}: the client's FIN never came"))
             .unwrap();
         assert_eq!(got, request.as_bytes());
         let reply = format!("reply {i}");
         backend_side.write_all(reply.as_bytes()).await.unwrap();
         backend_side.shutdown().await.unwrap();
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), client_side.read_to_end(&mut got))
+        within("the backend's FIN", client_side.read_to_end(&mut got))
             .await
-            .unwrap_or_else(|_| panic!("connection {i}: the backend's FIN never came"))
             .unwrap();
         assert_eq!(got, reply.as_bytes());
         let counts = (request.len() as u64, reply.len() as u64);
         assert_eq!(copier.await.unwrap(), Ok(counts));
     }
+}
+
+/// Polls `inner` with the task's coop budget used up on every other poll, so that half the
+/// time its readiness polls return Pending for the budget, registering no waker.
+struct Starved<F> {
+    inner: Pin<Box<F>>,
+    starve: bool,
+}
+
+impl<F: Future> Future for Starved<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.starve = !self.starve;
+        if self.starve {
+            while let Poll::Ready(restore) = tokio::task::coop::poll_proceed(cx) {
+                restore.made_progress();
+            }
+        }
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// Exchanges through a copy whose task runs out of coop budget every other poll: a Pending
+/// for the budget registers no waker for the sockets, so a copy that took it for a wait on
+/// them (and skipped the next readiness poll) would never be woken by its next bytes. Each
+/// wait is bounded; a lost wake-up fails by timeout.
+#[tokio::test]
+async fn a_copy_out_of_coop_budget_loses_no_wake_up() {
+    let (mut client_side, mut client) = pair().await;
+    let (mut backend, mut backend_side) = pair().await;
+    let copier = tokio::spawn(Starved {
+        inner: Box::pin(async move {
+            let (bin, bout) = (Counter::noop(), Counter::noop());
+            copy_both_ways(&mut client, &mut backend, options(60, false), &bin, &bout)
+                .await
+                .map_err(|e| format!("{e:?}"))
+        }),
+        starve: false,
+    });
+    let mut buf = [0u8; 64];
+    for i in 0..300u32 {
+        let request = format!("request {i}");
+        client_side.write_all(request.as_bytes()).await.unwrap();
+        let got = &mut buf[..request.len()];
+        within("request", backend_side.read_exact(got))
+            .await
+            .unwrap();
+        assert_eq!(got, request.as_bytes());
+        let reply = format!("reply {i}");
+        backend_side.write_all(reply.as_bytes()).await.unwrap();
+        let got = &mut buf[..reply.len()];
+        within("reply", client_side.read_exact(got)).await.unwrap();
+        assert_eq!(got, reply.as_bytes());
+    }
+    drop((client_side, backend_side));
+    within("the copy's end", copier).await.unwrap().unwrap();
 }
 
 async fn large_transfer_with_a_slow_reader(splice: bool) {
@@ -204,12 +277,12 @@ async fn large_transfer_with_a_slow_reader(splice: bool) {
 
 #[tokio::test]
 async fn copy_path_large_transfer_arrives_intact_with_a_slow_reader() {
-    large_transfer_with_a_slow_reader(false).await;
+    within("the whole test", large_transfer_with_a_slow_reader(false)).await;
 }
 
 #[tokio::test]
 async fn splice_path_large_transfer_arrives_intact_with_a_slow_reader() {
-    large_transfer_with_a_slow_reader(true).await;
+    within("the whole test", large_transfer_with_a_slow_reader(true)).await;
 }
 
 async fn idle_connection_times_out(splice: bool) {
@@ -320,13 +393,13 @@ async fn an_idle_connection_holds_nothing(splice: bool) {
 
 #[tokio::test]
 async fn copy_path_idle_connection_holds_no_buffer() {
-    an_idle_connection_holds_nothing(false).await;
+    within("the whole test", an_idle_connection_holds_nothing(false)).await;
 }
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn splice_path_idle_connection_holds_no_pipe() {
-    an_idle_connection_holds_nothing(true).await;
+    within("the whole test", an_idle_connection_holds_nothing(true)).await;
 }
 
 /// Without pipes (EMFILE), a splice listener copies through buffers instead.
@@ -343,11 +416,14 @@ async fn splice_falls_back_to_the_buffer_copy_without_pipes() {
         client_side
     });
     let mut got = Vec::new();
-    backend_side.read_to_end(&mut got).await.unwrap();
+    within("the transfer", backend_side.read_to_end(&mut got))
+        .await
+        .unwrap();
     assert!(got == data, "the transfer was altered");
     backend_side.shutdown().await.unwrap();
     drop(writer.await.unwrap());
-    assert_eq!(copier.await.unwrap(), Ok((3 * BULK as u64, 0)));
+    let copied = within("the copy's end", copier).await.unwrap();
+    assert_eq!(copied, Ok((3 * BULK as u64, 0)));
     assert_eq!(pipes::pooled_pipes(), 0, "no pipe was created");
 }
 
