@@ -12,7 +12,14 @@ import csv
 import statistics
 import sys
 
-PAIRS = [("portico", "haproxy"), ("portico", "nginx"), ("nginx", "haproxy")]
+PEERS = ["haproxy", "nginx"]
+
+
+def pairs(names):
+    """Each daemon (the LB_NAME of a run: portico, or benches/l4-floor's floor) against each
+    peer, then nginx against HAProxy."""
+    daemons = sorted(n for n in names if n not in PEERS and n != "direct")
+    return [(d, p) for d in daemons for p in PEERS] + [("nginx", "haproxy")]
 
 
 def load(paths):
@@ -44,7 +51,7 @@ def main():
     scenarios = sorted({k[3] for k in runs if k[2] != "direct"})
     print(f"{len(paths)} file(s), {len(rounds)} rounds; medians of per-round ratios [min-max]")
     for sc in scenarios:
-        for a, b in PAIRS:
+        for a, b in pairs({k[2] for k in runs}):
             ratios = {"per CPU-s": [], "req/s": [], "p99": []}
             for fr in rounds:
                 ra, rb = runs.get((*fr, a, sc)), runs.get((*fr, b, sc))
