@@ -118,15 +118,19 @@ static int pump(struct side *src) {
     }
 }
 
-static void add(struct side *s) {
+static int add(struct side *s) {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = s};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, s->fd, &ev) < 0) perror("epoll_ctl");
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, s->fd, &ev);
 }
 
 static void accept_all(int lfd) {
     for (;;) {
         int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c < 0) return;
+        if (c < 0) {
+            /* The listener is edge-triggered: only EAGAIN means the queue is empty. */
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            return;
+        }
         int b = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (b < 0) {
             close(c);
@@ -154,8 +158,11 @@ static void accept_all(int lfd) {
             p->s[i].peer = &p->s[1 - i];
             p->s[i].pair = p;
         }
-        add(&p->s[0]);
-        add(&p->s[1]);
+        if (add(&p->s[0]) < 0 || add(&p->s[1]) < 0) {
+            close(c); /* closing removes a registered descriptor from epoll */
+            close(b);
+            free(p);
+        }
     }
 }
 
