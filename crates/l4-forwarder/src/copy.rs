@@ -306,57 +306,56 @@ impl<'c> Half<'c> {
 
 /// One read from a socket `poll_read_ready` has just found readable, without the second
 /// readiness poll (coop budget, readiness load, waker check) that `poll_read` would make.
-/// A read shorter than `buf` proves the socket drained (epoll is edge-triggered), so its
-/// readiness is cleared as EAGAIN would clear it, as tokio's `poll_read` does: the next wait
-/// then costs no syscall that could only return EAGAIN (`try_read` would not clear it).
-/// `try_io` clears readiness when its closure returns WouldBlock, so the closure reports a
-/// short read that way and the count is handed out beside it. A peer's FIN is a readiness of
-/// its own that clearing keeps, so the read that returns 0 still comes. WouldBlock from this
-/// function means the readiness was stale (and is now cleared).
+/// WouldBlock means the readiness was stale (and is now cleared).
 fn read_drained(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let capacity = buf.len();
-    let mut short = 0;
     let sock = SockRef::from(src);
-    let read = src.try_io(Interest::READABLE, || {
-        let n = (&*sock).read(buf)?;
-        if SHORT_IO_CLEARS_READINESS && n > 0 && n < capacity {
+    let len = buf.len();
+    io_clearing_when_short(src, Interest::READABLE, len, || (&*sock).read(buf))
+}
+
+/// Writes what it can of `chunk` to `dst`: straight away when tokio last saw `dst` writable
+/// (one readiness load, where `poll_write` polls it with the coop budget and the waker),
+/// else once `poll_write_ready` says so. Never returns Ready(Ok(0)).
+fn write_chunk(cx: &mut Context<'_>, dst: &TcpStream, chunk: &[u8]) -> Poll<io::Result<usize>> {
+    let sock = SockRef::from(dst);
+    loop {
+        match io_clearing_when_short(dst, Interest::WRITABLE, chunk.len(), || {
+            (&*sock).write(chunk)
+        }) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => return Poll::Ready(Ok(n)),
+            // Not writable (or no longer: the readiness is now cleared): wait, then try again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(dst.poll_write_ready(cx))?,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// `io`, one read or write of at most `len` bytes on `stream`, inside `try_io` (which runs it
+/// only if tokio last saw the readiness of `interest` set, and clears that readiness when it
+/// returns WouldBlock). A read shorter than `len` proves the socket drained, a write shorter
+/// than `len` the send buffer full (epoll is edge-triggered): the readiness is cleared then
+/// too, as tokio's own `poll_read` and `poll_write` do, so the next wait costs no syscall that
+/// could only return EAGAIN. `try_io` clears only on WouldBlock, so a short count is reported
+/// to it that way and handed out beside it. A peer's FIN is a readiness of its own that
+/// clearing keeps, so the read that returns 0 still comes.
+fn io_clearing_when_short(
+    stream: &TcpStream,
+    interest: Interest,
+    len: usize,
+    io: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut short = 0;
+    let done = stream.try_io(interest, || {
+        let n = io()?;
+        if SHORT_IO_CLEARS_READINESS && n > 0 && n < len {
             short = n;
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
     });
-    match read {
+    match done {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
-        read => read,
-    }
-}
-
-/// Writes what it can of `chunk` to `dst`: straight away when tokio last saw `dst` writable
-/// (one readiness load, where `poll_write` polls it with the coop budget and the waker),
-/// else once `poll_write_ready` says so. A partial write proves the send buffer full and
-/// clears the readiness (as in `read_drained`), so the rest waits for writability instead of
-/// a write that could only return EAGAIN. Never returns Ready(Ok(0)).
-fn write_chunk(cx: &mut Context<'_>, dst: &TcpStream, chunk: &[u8]) -> Poll<io::Result<usize>> {
-    let sock = SockRef::from(dst);
-    loop {
-        let mut partial = 0;
-        let written = dst.try_io(Interest::WRITABLE, || {
-            let n = (&*sock).write(chunk)?;
-            if SHORT_IO_CLEARS_READINESS && n > 0 && n < chunk.len() {
-                partial = n;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match written {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && partial > 0 => {
-                return Poll::Ready(Ok(partial));
-            }
-            // Not writable (or no longer: the readiness is now cleared): wait, then try again.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(dst.poll_write_ready(cx))?,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
+        done => done,
     }
 }

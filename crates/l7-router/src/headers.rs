@@ -169,6 +169,18 @@ pub(crate) enum ReadField {
     Forwarding,
 }
 
+impl ReadField {
+    /// Whether a field of this kind goes no further than this hop (`te` but its `trailers`
+    /// aside, which [`is_hop_by_hop_field`] keeps).
+    pub(crate) fn is_hop_by_hop(self) -> bool {
+        use ReadField::*;
+        matches!(
+            self,
+            Te | Connection | TransferEncoding | Upgrade | HopByHop
+        )
+    }
+}
+
 /// Which of the fields Portico reads or rewrites by name `name` is, in any case; `None` for
 /// a field it passes on unread. Those it reads: the host it routes on, the framing, hop-by-hop
 /// fields, the forwarding fields it appends to, and `Expect`. One length test and at most one
@@ -246,17 +258,7 @@ pub(crate) fn connection_named(token: &[u8]) -> Option<HeaderName> {
 /// routed on it, and an HTTP/1.1 request without one is a bad request (a client's
 /// `Connection: host` would otherwise have the backend answer 400).
 pub(crate) fn names_a_field(token: &[u8]) -> bool {
-    !matches!(
-        read_field(token),
-        Some(
-            ReadField::Te
-                | ReadField::Connection
-                | ReadField::TransferEncoding
-                | ReadField::Upgrade
-                | ReadField::HopByHop
-                | ReadField::Host
-        )
-    )
+    !read_field(token).is_some_and(|kind| kind.is_hop_by_hop() || kind == ReadField::Host)
 }
 
 /// The non-empty elements of one comma-separated field value, optional whitespace trimmed.
@@ -622,16 +624,7 @@ mod tests {
             "x-upgrade",
         ];
         for name in names {
-            let hop = matches!(
-                read_field(name.as_bytes()),
-                Some(
-                    ReadField::Te
-                        | ReadField::Connection
-                        | ReadField::TransferEncoding
-                        | ReadField::Upgrade
-                        | ReadField::HopByHop
-                )
-            );
+            let hop = read_field(name.as_bytes()).is_some_and(ReadField::is_hop_by_hop);
             assert_eq!(is_hop_by_hop_field(name.as_bytes(), b"gzip"), hop, "{name}");
         }
     }

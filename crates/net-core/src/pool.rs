@@ -208,24 +208,31 @@ fn state_fingerprint(backends: &[Arc<Backend>]) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stale_tables_are_noticed_and_rebuilt_once() {
-        let backends: Vec<Arc<Backend>> = (1..=2)
-            .map(|i| {
+    /// Pool `p` balancing `kind` over a backend (weight 1) at each address, and its backends.
+    fn pool_of(kind: BalanceKind, addrs: &[&str]) -> (Pool, Vec<Arc<Backend>>) {
+        let backends: Vec<Arc<Backend>> = addrs
+            .iter()
+            .map(|addr| {
                 let key = crate::BackendKey {
                     pool: Arc::from("p"),
-                    addr: format!("127.0.0.1:{i}").parse().unwrap(),
+                    addr: addr.parse().unwrap(),
                 };
                 Arc::new(Backend::new(key, None, 1))
             })
             .collect();
         let pool = Pool::new(
             Arc::from("p"),
-            BalanceKind::RoundRobin,
+            kind,
             backends.clone(),
             WhenAllDown::TryAll,
             PassiveHealth::default(),
         );
+        (pool, backends)
+    }
+
+    #[test]
+    fn stale_tables_are_noticed_and_rebuilt_once() {
+        let (pool, backends) = pool_of(BalanceKind::RoundRobin, &["127.0.0.1:1", "127.0.0.1:2"]);
         assert!(!pool.refresh_if_stale());
         backends[0].set_learned_weight(Some(3));
         assert!(pool.refresh_if_stale());
@@ -245,21 +252,14 @@ mod tests {
     fn concurrent_refreshes_leave_the_table_of_the_latest_state() {
         const THREADS: usize = 4;
         const ROUNDS: u32 = 6;
-        let key = |i: usize| crate::BackendKey {
-            pool: Arc::from("p"),
-            addr: format!("127.0.0.{}:80", i + 1).parse().unwrap(),
-        };
+        const ADDRS: [&str; THREADS] = [
+            "127.0.0.1:80",
+            "127.0.0.2:80",
+            "127.0.0.3:80",
+            "127.0.0.4:80",
+        ];
         for round in 0..ROUNDS {
-            let backends: Vec<Arc<Backend>> = (0..THREADS)
-                .map(|i| Arc::new(Backend::new(key(i), None, 1)))
-                .collect();
-            let pool = Pool::new(
-                Arc::from("p"),
-                BalanceKind::Maglev,
-                backends.clone(),
-                WhenAllDown::TryAll,
-                PassiveHealth::default(),
-            );
+            let (pool, backends) = pool_of(BalanceKind::Maglev, &ADDRS);
             // Each thread moves its own backend through a few weights, as endpoint counts
             // change, and refreshes after each change; all start together.
             let start = std::sync::Barrier::new(THREADS);

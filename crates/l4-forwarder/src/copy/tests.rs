@@ -169,24 +169,32 @@ async fn splice_path_serves_many_small_exchanges() {
 /// each wait is bounded.
 #[tokio::test]
 async fn a_fin_right_behind_a_small_chunk_ends_the_direction() {
+    /// Writes `text` and the FIN behind it on `from`; `to` reads it all, up to the end.
+    async fn send_and_end(from: &mut TcpStream, to: &mut TcpStream, text: &str, what: &str) {
+        from.write_all(text.as_bytes()).await.unwrap();
+        from.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        within(what, to.read_to_end(&mut got)).await.unwrap();
+        assert_eq!(got, text.as_bytes());
+    }
     for i in 0..100u32 {
         let (mut client_side, mut backend_side, copier) = copying(options(60, false)).await;
         let request = format!("request {i}");
-        client_side.write_all(request.as_bytes()).await.unwrap();
-        client_side.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        within("the client's FIN", backend_side.read_to_end(&mut got))
-            .await
-            .unwrap();
-        assert_eq!(got, request.as_bytes());
+        send_and_end(
+            &mut client_side,
+            &mut backend_side,
+            &request,
+            "the client's FIN",
+        )
+        .await;
         let reply = format!("reply {i}");
-        backend_side.write_all(reply.as_bytes()).await.unwrap();
-        backend_side.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        within("the backend's FIN", client_side.read_to_end(&mut got))
-            .await
-            .unwrap();
-        assert_eq!(got, reply.as_bytes());
+        send_and_end(
+            &mut backend_side,
+            &mut client_side,
+            &reply,
+            "the backend's FIN",
+        )
+        .await;
         let counts = (request.len() as u64, reply.len() as u64);
         assert_eq!(within("the copy's end", copier).await.unwrap(), Ok(counts));
     }
